@@ -1,0 +1,42 @@
+# Electrical-fire detector: firmware, protocol and host tooling.
+# `make test` and `make sim` set themselves up on a fresh machine (a .venv with pinned versions).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+
+.PHONY: help venv test lint typecheck pytest sim bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# Put the device filesystem's lib/ and the repo root on the venv's path: host code imports
+	@# the firmware modules themselves, never a copy.
+	$(PY) -c "import site,os; open(os.path.join(site.getsitepackages()[0],'efd-repo.pth'),'w').write(os.path.abspath('firmware/lib')+'\n'+os.path.abspath('.')+'\n')"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)  ## create .venv with the pinned tools
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy on host code
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest  ## everything CI runs
+
+bench: $(STAMP)  ## benchmarks: prints a table, writes bench/results.json
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
