@@ -179,12 +179,12 @@ def valid_codes(temps: list[float], lo_t: float, hi_t: float, what: str) -> tupl
 
 
 def node_value(temps: list[float], code: int, step: int) -> int:
-    """Table entry at `code` in 0.1 degC. A node outside 1..4094 (needed only to close the last
-    segment of the valid range) is extrapolated linearly from its inner neighbours."""
-    if code <= 0:
-        t = 2 * temps[step] - temps[2 * step] if 2 * step < ADC_MAX else temps[1]
-    elif code >= ADC_MAX:
+    """Table entry at `code` in 0.1 degC. An end node may lie past the rails (it only closes the
+    cold end's segment): it is extrapolated linearly from its two inner neighbours."""
+    if code >= ADC_MAX:
         t = 2 * temps[code - step] - temps[code - 2 * step]
+    elif code <= 0:
+        t = 2 * temps[code + step] - temps[code + 2 * step]
     else:
         t = temps[code]
     v = round(t * 10)
@@ -192,8 +192,14 @@ def node_value(temps: list[float], code: int, step: int) -> int:
 
 
 def build(p: Params, step: int, temps: list[float], lo: int, hi: int, acc: tuple[int, int]):
-    base = lo - lo % step
-    top = hi + (-hi) % step
+    # The grid is anchored at the hot end of the valid range (BASE need not be a multiple of
+    # STEP: the firmware subtracts it before shifting). The curve bends hardest there, and the
+    # value a too-hot reading clamps to is then the model's own, not a chord's.
+    span = -(-(hi - lo) // step) * step  # (hi - lo) rounded up to whole segments
+    if temps[lo] > temps[hi]:  # NTC low side: hot at low codes
+        base, top = lo, lo + span
+    else:
+        base, top = hi - span, hi
     values = [node_value(temps, c, step) for c in range(base, top + 1, step)]
     t = Table(p, step, base, values, lo, hi, 0.0, 0.0)
     # 32-bit safety bound for the firmware: |d * f + STEP/2| < 2**30 for every segment.

@@ -10,10 +10,10 @@
 # distribution rooms to well past any set value), leaving the rest to the thermistor (+-1 %
 # beta class), the fixed resistor and the ADC. The table's step is the largest power of two
 # that meets 0.5 degC at every integer code in that range; for the reference wiring (10 k NTC,
-# beta 3950, low side, 10 k fixed) that is 16 codes: 250 int16 entries, 500 bytes, 0.27 degC
+# beta 3950, low side, 10 k fixed) that is 16 codes: 249 int16 entries, 498 bytes, 0.29 degC
 # worst case. Step 32 would be 1.2 degC: the curve bends hardest at the hot end (near code 80 a
 # code is already ~0.5 degC), which is exactly where accuracy matters. Outside -20..150 the
-# table stays within 1.4 degC up to 200 degC and -40 degC.
+# table stays within 1.5 degC (hot end, 150..200 degC).
 #
 # Valid range and rails. Codes whose model temperature is -40..200 degC are the valid range
 # (CODE_MIN..CODE_MAX). Codes within RAIL (16) codes of 0 or 4095 are a broken lead: the table
