@@ -13,17 +13,19 @@
 # beta 3950, low side, 10 k fixed) that is 16 codes: 249 int16 entries, 498 bytes, 0.29 degC
 # worst case. Step 32 would be 1.2 degC: the curve bends hardest at the hot end (near code 80 a
 # code is already ~0.5 degC), which is exactly where accuracy matters. Outside -20..150 the
-# table stays within 1.5 degC (hot end, 150..200 degC).
+# table stays within 1.5 degC (hot end, 150..200 degC). The ADC, not the table, limits the hot
+# end: see docs/ntc.md on the ESP32's dead zone near 0 V and the choice of fixed resistor.
 #
 # Valid range and rails. Codes whose model temperature is -40..200 degC are the valid range
 # (CODE_MIN..CODE_MAX). Codes within RAIL (16) codes of 0 or 4095 are a broken lead: the table
 # module says which rail is open and which is short for its wiring (low-side NTC: open reads
 # full scale, short reads 0). Codes between the valid range and a rail (below -40 degC, or
-# 200 .. about 240 degC for the reference wiring) are plausible but off the table: classify()
+# 200 .. about 244 degC for the reference wiring) are plausible but off the table: classify()
 # accepts them and to_decic() clamps them to the end of the valid range. Clamping fails safe:
-# a reading hotter than 200 degC still reports 200 degC, above every set value, so it alarms;
+# a reading hotter than 200 degC reports the hot end (~199 degC), above every set value, so it
+# alarms;
 # a reading colder than -40 degC never alarms. A thermistor really heated to the short rail
-# (~240 degC) would read as a fault, but it passes every alarm threshold first, and alarms latch.
+# (~244 degC) would read as a fault, but it passes every alarm threshold first, and alarms latch.
 #
 # Cost. to_decic() is called every window for each temperature channel: a clamp, a shift, a
 # mask, two array reads and one multiply, no allocation (checked with micropython.heap_lock()
