@@ -66,3 +66,29 @@ def to_codes(
 
 def gain_q12(units_per_count: float) -> int:
     return round(units_per_count * 4096)
+
+
+# -- NTC thermistor (reference wiring: 10 k, beta 3950, low side, 10 k fixed; docs/ntc.md) -----
+KELVIN = 273.15
+
+
+def ntc_code(
+    temp_c: float | np.ndarray,
+    beta: float = 3950.0,
+    r0: float = 10_000.0,
+    t0_c: float = 25.0,
+    r_fixed: float = 10_000.0,
+) -> np.ndarray:
+    """Continuous ADC code a low-side NTC at temp_c produces (before rounding/noise)."""
+    t = np.asarray(temp_c, dtype=float) + KELVIN
+    r = r0 * np.exp(beta * (1.0 / t - 1.0 / (t0_c + KELVIN)))
+    return ADC_MAX * r / (r + r_fixed)
+
+
+def ntc_codes(temp_c, noise_counts: float = 0.0, rng: np.random.Generator | None = None):
+    """Quantised 12-bit codes for temperatures (degC)."""
+    x = ntc_code(temp_c)
+    if noise_counts:
+        rng = rng or np.random.default_rng(0)
+        x = x + rng.normal(0.0, noise_counts, size=np.shape(x))
+    return np.clip(np.rint(x), 0, ADC_MAX).astype(np.uint16)

@@ -1,0 +1,117 @@
+# Detector settings: names, units, defaults, allowed ranges and validation.
+#
+# These names are the firmware's own, used unchanged by the config file on flash, the
+# set-config command, and the simulator's scenario files. All values are integers in the
+# units the name says. Ranges come from the standards and from vendor practice:
+#   leak_set_ma   20..1000, default 300   GB 14287.2 (set value <= 1000 mA); GB 50116 §9.2 and
+#                                         GB 51348 §13.5.6 place the alarm at 300-500 mA
+#   leak_delay_s  0..60, default 1        vendor range 0-60 s. The 30 s alarm-time limit of
+#                                         GB 14287.2 holds for delays up to 25 s (docs/detection.md)
+#   temp_set_c    45..150, default 70     GB 14287.3 vendors 45-150 degC; PVC cable max 70 degC
+#   temp_delay_s  0..30, default 5        keeps the alarm within GB 14287.3's 40 s
+#   fault_delay_s 1..9, default 2         faults reported within 10 s (issue), GB 50166 < 100 s
+# A percentage of 0 switches that pre-alarm off.
+DEFAULTS = {
+    "mains_hz": 50,
+    "leak_set_ma": 300,
+    "leak_delay_s": 1,
+    "leak_prealarm_pct": 70,
+    "leak_hyst_pct": 5,
+    "temp_set_c": 70,
+    "temp_delay_s": 5,
+    "temp_prealarm_pct": 90,
+    "temp_hyst_c": 2,
+    "temp_ror_c_per_min": 10,
+    "temp_channels": 4,
+    "line_set_a": 32,
+    "line_delay_s": 5,
+    "line_prealarm_pct": 90,
+    "line_hyst_pct": 5,
+    "phase_channels": 3,
+    "arc_enabled": 1,
+    "fault_delay_s": 2,
+    # Calibration (Q12 fixed point: units per ADC count * 4096). Defaults match the reference
+    # front end in docs/hardware.md: residual 1 mA/count (full scale 1448 mA RMS), phase
+    # 0.1 A/count (full scale 144 A RMS).
+    "res_gain_q12": 4096,
+    "phase_gain_q12": 40960,
+    # CT bias band in ADC counts: the window mean of a healthy CT input sits at mid-scale; a
+    # mean outside this band is a wiring fault (docs/hardware.md, CT connection monitoring).
+    "ct_bias_lo": 1648,
+    "ct_bias_hi": 2448,
+}
+
+RANGES = {
+    "mains_hz": (50, 60),
+    "leak_set_ma": (20, 1000),
+    "leak_delay_s": (0, 60),
+    "leak_prealarm_pct": (0, 85),
+    "leak_hyst_pct": (1, 10),
+    "temp_set_c": (45, 150),
+    "temp_delay_s": (0, 30),
+    "temp_prealarm_pct": (0, 95),
+    "temp_hyst_c": (1, 10),
+    "temp_ror_c_per_min": (0, 60),
+    "temp_channels": (0, 4),
+    "line_set_a": (1, 630),
+    "line_delay_s": (0, 60),
+    "line_prealarm_pct": (0, 95),
+    "line_hyst_pct": (1, 10),
+    "phase_channels": (0, 3),
+    "arc_enabled": (0, 1),
+    "fault_delay_s": (1, 9),
+    "res_gain_q12": (1, 60000),  # rms.GAIN_MAX keeps every product below 2^30
+    "phase_gain_q12": (1, 60000),
+    "ct_bias_lo": (256, 2047),
+    "ct_bias_hi": (2049, 3839),
+}
+
+UNITS = {
+    "mains_hz": "Hz",
+    "leak_set_ma": "mA",
+    "leak_delay_s": "s",
+    "leak_prealarm_pct": "% of set",
+    "leak_hyst_pct": "% of set",
+    "temp_set_c": "degC",
+    "temp_delay_s": "s",
+    "temp_prealarm_pct": "% of set",
+    "temp_hyst_c": "degC",
+    "temp_ror_c_per_min": "degC/min",
+    "line_set_a": "A",
+    "line_delay_s": "s",
+    "line_prealarm_pct": "% of set",
+    "line_hyst_pct": "% of set",
+}
+
+
+class ConfigError(ValueError):
+    def __init__(self, key, reason):
+        ValueError.__init__(self, key + ": " + reason)
+        self.key = key
+        self.reason = reason
+
+
+def check(key, value):
+    """Raise ConfigError if value is not acceptable for key."""
+    if key not in RANGES:
+        raise ConfigError(key, "unknown setting")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, "must be a whole number, got " + repr(value))
+    lo, hi = RANGES[key]
+    if key == "mains_hz":
+        if value not in (50, 60):
+            raise ConfigError(key, "must be 50 or 60, got " + str(value))
+    elif value < lo or value > hi:
+        raise ConfigError(key, "must be in %d..%d %s, got %d" % (lo, hi, UNITS.get(key, ""), value))
+
+
+def make(overrides=None):
+    """Defaults updated with overrides, validated. Raises ConfigError naming the key."""
+    cfg = dict(DEFAULTS)
+    if overrides:
+        for key in overrides:
+            check(key, overrides[key])
+            cfg[key] = overrides[key]
+    if cfg["ct_bias_lo"] >= cfg["ct_bias_hi"]:
+        raise ConfigError("ct_bias_lo", "must be below ct_bias_hi")
+    return cfg

@@ -1,0 +1,199 @@
+# The detector: one window of samples in, events out. Sans-I/O: no clock, no hardware.
+#
+# The HAL (or the simulator) fills the preallocated buffers in place and calls process(now)
+# once per window (5 mains cycles, 100 ms at 50 Hz); an external arc front-end's pulse count is
+# given once a second to arc_second(). Events land in self.events (efd.events.EventQueue).
+# In steady state process() allocates nothing on MicroPython (tests prove it with
+# micropython.heap_lock()) and every intermediate is a small int (|x| < 2^30).
+from array import array
+
+from efd import config, ntc, rms
+from efd.compat import MICROPYTHON, const
+from efd.events import (
+    ARC,
+    FAULT_BIAS,
+    FAULT_OPEN,
+    FAULT_OVERRANGE,
+    FAULT_SHORT,
+    N_CHANNELS,
+    PHASE0,
+    RESIDUAL,
+    TEMP0,
+    EventQueue,
+)
+from efd.faults import FaultMonitor
+from efd.ror import RateOfRise
+from efd.threshold import OFF, Threshold
+
+# GB 14287.2: the alarm value must lie within 80-100 % of the set value. We decide at 90 %:
+# the middle of the band leaves 10 % of set on each side for the RMS error (<= 1 % + 1 mA,
+# tests/test_rms.py), ADC noise and noise on the line (<= 2 % of set in the property tests),
+# so a true RMS <= 80 % never alarms and >= 100 % always does.
+LEAK_DECISION_PCT = const(90)
+# A window with at least this many clipped samples is over-range (one stray sample is not).
+CLIP_MIN = const(2)
+# A CT mean this close to a rail is a lead fault (open: pulled to 0 V; short: at the supply),
+# not just a drifting bias.
+RAIL_MARGIN = const(256)
+# Temperature smoothing: an exponential average over 2^TEMP_SMOOTH windows (~0.8 s time
+# constant at 100 ms windows). One ADC count is ~0.5 degC near 150 degC, so a raw reading is
+# too noisy to compare with the set value; the lag this adds is tiny against GB 14287.3's 40 s.
+TEMP_SMOOTH = const(3)
+ARC_ALARM = const(14)  # GB 14287.4: >= 14 arc half-cycles in 1 s -> alarm
+ARC_QUIET = const(9)  # GB 14287.4: <= 9 half-cycles in 1 s -> no alarm
+
+# Status word bits: latched alarm, fault and pre-alarm per channel (channel number = bit).
+STATUS_ALARM_SHIFT = const(0)
+STATUS_FAULT_SHIFT = const(9)
+STATUS_PRE_SHIFT = const(18)
+
+
+class Detector:
+    def __init__(self, settings=None, capacity=32, kernel=None):
+        self.events = EventQueue(capacity)
+        q = self.events
+        # Inputs, filled in place by the HAL/simulator before process().
+        self.residual = array("H", [rms.MID] * rms.N)
+        self.phase = [array("H", [rms.MID] * rms.N) for _ in range(3)]
+        self.temp_code = array("H", [2048] * 4)
+        self._temp_acc = array("i", [0] * 4)  # smoothed 0.1 degC << TEMP_SMOOTH; 0 = restart
+        # Latest measurement per channel (residual mA, 0.1 degC, 0.01 A, arc count).
+        self.values = array("i", [0] * N_CHANNELS)
+        self.rules = [Threshold(ch, q) for ch in range(N_CHANNELS)]
+        self.faults = [FaultMonitor(ch, q) for ch in range(N_CHANNELS)]
+        self.rors = [RateOfRise(TEMP0 + i, q) for i in range(4)]
+        self._stats = array("i", [0] * 3)
+        if kernel is None:
+            kernel = rms.accumulate_viper if MICROPYTHON else rms.accumulate
+        self._accumulate = kernel
+        self.cfg = {}
+        self.configure(settings)
+
+    def configure(self, settings=None):
+        """Validate (config.make raises ConfigError) and apply settings. Latches are kept."""
+        cfg = config.make(settings)
+        self.cfg = cfg
+        set_ma = cfg["leak_set_ma"]
+        self.rules[RESIDUAL].configure(
+            set_ma * LEAK_DECISION_PCT // 100,
+            _pct(set_ma, cfg["leak_prealarm_pct"]),
+            set_ma * cfg["leak_hyst_pct"] // 100,
+            cfg["leak_delay_s"] * 1000,
+        )
+        set_dc = cfg["temp_set_c"] * 10
+        for i in range(4):
+            # Temperature decides at the set value itself: the NTC table is within 0.5 degC
+            # and GB 14287.3 measures the alarm time from the point reaching the set value.
+            self.rules[TEMP0 + i].configure(
+                set_dc if i < cfg["temp_channels"] else OFF,
+                _pct(set_dc, cfg["temp_prealarm_pct"]),
+                cfg["temp_hyst_c"] * 10,
+                cfg["temp_delay_s"] * 1000,
+            )
+            self.rors[i].threshold = cfg["temp_ror_c_per_min"] * 10
+        set_ca = cfg["line_set_a"] * 100
+        for i in range(3):
+            self.rules[PHASE0 + i].configure(
+                set_ca if i < cfg["phase_channels"] else OFF,
+                _pct(set_ca, cfg["line_prealarm_pct"]),
+                set_ca * cfg["line_hyst_pct"] // 100,
+                cfg["line_delay_s"] * 1000,
+            )
+        self.rules[ARC].configure(
+            ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, ARC_ALARM - ARC_QUIET - 1, 0
+        )
+        delay = cfg["fault_delay_s"] * 1000
+        for f in self.faults:
+            f.delay_ms = delay
+
+    # -- per window -------------------------------------------------------------------------
+    def process(self, now):
+        """Evaluate one window of every enabled channel at time `now` (ms, 2^30-wrapping)."""
+        cfg = self.cfg
+        self._ct(RESIDUAL, self.residual, cfg["res_gain_q12"], now)
+        for i in range(cfg["phase_channels"]):
+            self._ct(PHASE0 + i, self.phase[i], cfg["phase_gain_q12"], now)
+        for i in range(cfg["temp_channels"]):
+            self._temp(i, now)
+
+    def _ct(self, ch, buf, gain, now):
+        st = self._stats
+        self._accumulate(buf, rms.N, st)
+        value = rms.to_units(rms.rms8(rms.N, st[rms.S1], st[rms.S2]), gain)
+        self.values[ch] = value
+        mean = rms.mean_code(rms.N, st[rms.S1])
+        code = 0
+        if mean < self.cfg["ct_bias_lo"]:
+            code = FAULT_OPEN if mean < RAIL_MARGIN else FAULT_BIAS
+        elif mean > self.cfg["ct_bias_hi"]:
+            code = FAULT_SHORT if mean > rms.ADC_MAX - RAIL_MARGIN else FAULT_BIAS
+        elif st[rms.CLIPPED] >= CLIP_MIN:
+            code = FAULT_OVERRANGE
+        self.faults[ch].update(code, now)
+        rule = self.rules[ch]
+        if code == 0 or code == FAULT_OVERRANGE:
+            # Clipping makes the RMS a lower bound of the true current: still safe to alarm on.
+            rule.update(value, now)
+        else:
+            rule.suspend()
+
+    def _temp(self, i, now):
+        ch = TEMP0 + i
+        code = self.temp_code[i]
+        fault = ntc.classify(code)
+        self.faults[ch].update(fault, now)
+        if fault:
+            self.rules[ch].suspend()
+            self.rors[i].restart()
+            self._temp_acc[i] = 0
+            return
+        raw = ntc.to_decic(code)
+        acc = self._temp_acc[i]
+        if acc == 0:
+            acc = raw << TEMP_SMOOTH  # first reading (or after a fault): start from it
+        else:
+            acc += raw - (acc >> TEMP_SMOOTH)
+        if acc == 0:
+            acc = 1  # 0 means "restart": -0.0..0.1 degC is kept as a tiny offset instead
+        self._temp_acc[i] = acc
+        dc = (acc + (1 << (TEMP_SMOOTH - 1))) >> TEMP_SMOOTH
+        self.values[ch] = dc
+        self.rules[ch].update(dc, now)
+        self.rors[i].update(dc, now)
+
+    def arc_second(self, half_cycles, now):
+        """Arc front-end pulse count for the last second (GB 14287.4 rule)."""
+        self.values[ARC] = half_cycles
+        self.rules[ARC].update(half_cycles, now)
+
+    # -- commands ---------------------------------------------------------------------------
+    def reset(self, now):
+        """Reset every latch whose condition is gone. True if no alarm stays latched."""
+        ok = True
+        for r in self.rules:
+            if not r.reset(now):
+                ok = False
+        return ok
+
+    def status(self):
+        """Bit field: latched alarm / fault / pre-alarm per channel (see STATUS_*_SHIFT)."""
+        s = 0
+        for ch in range(N_CHANNELS):
+            r = self.rules[ch]
+            if r.latched:
+                s |= 1 << (STATUS_ALARM_SHIFT + ch)
+            if self.faults[ch].reported:
+                s |= 1 << (STATUS_FAULT_SHIFT + ch)
+            if r.pre:
+                s |= 1 << (STATUS_PRE_SHIFT + ch)
+        return s
+
+    def alarmed(self):
+        for r in self.rules:
+            if r.latched:
+                return True
+        return False
+
+
+def _pct(value, pct):
+    return value * pct // 100 if pct else OFF
