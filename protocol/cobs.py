@@ -1,0 +1,59 @@
+# Consistent Overhead Byte Stuffing (Cheshire & Baker, IEEE/ACM ToN 7(2), 1999).
+#
+# A frame is COBS-encoded so that it contains no 0x00, then a single 0x00 delimiter follows.
+# A receiver that starts mid-stream, or sees line noise, resynchronises at the next 0x00:
+# nothing inside a frame can look like a delimiter. Overhead is exactly 1 byte for frames of
+# up to 254 bytes (SPEC.md caps frames at 254 bytes for that reason), plus the delimiter.
+
+
+def encode_into(src, n, dst):
+    """COBS-encode src[0:n] into dst and append the 0x00 delimiter.
+
+    Returns the number of bytes written (n + 2 when n <= 254). Allocation-free: dst must hold
+    n + n // 254 + 2 bytes. This is the canonical encoding: a block is closed at 254 data
+    bytes only if more data follows, so the decoder below accepts exactly what this emits.
+    """
+    code_i = 0  # where the current block's code byte goes
+    o = 1
+    code = 1
+    for i in range(n):
+        b = src[i]
+        if b == 0:
+            dst[code_i] = code
+            code_i = o
+            o += 1
+            code = 1
+        else:
+            dst[o] = b
+            o += 1
+            code += 1
+            if code == 0xFF and i + 1 < n:
+                dst[code_i] = code
+                code_i = o
+                o += 1
+                code = 1
+    dst[code_i] = code
+    dst[o] = 0
+    return o + 1
+
+
+def decode(src):
+    """Decode one COBS block sequence (without its 0x00 delimiter). Returns bytes, or None if
+    src is not valid COBS (a zero byte inside, or a code that runs past the end)."""
+    if b"\x00" in src:
+        return None
+    n = len(src)
+    out = bytearray()
+    i = 0
+    while i < n:
+        code = src[i]
+        if code == 0:
+            return None
+        j = i + code
+        if j > n:
+            return None
+        out += src[i + 1 : j]
+        i = j
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)

@@ -1,0 +1,293 @@
+# Frame layout, typed decode results and the encoder (SPEC.md §3-§4).
+#
+#   offset size
+#   0      1    hdr: bit 7 A (counter+tag present), bits 6-5 version (1), bits 4-0 type
+#   1      4    device id, u32 LE
+#   5      1    seq, u8: per-device frame counter, wraps
+#   6      4    time, u32 LE: seconds since 2020-01-01T00:00:00Z, 0 = clock not set
+#   10     n    payload (messages.py)
+#   10+n   4    counter, u32 LE      } only if A
+#   14+n   8    tag: HMAC-SHA256[:8] } over bytes 0 .. 13+n
+#   end-2  2    CRC-16/IBM-3740 over everything before it, LE
+#
+# On a byte stream the frame is COBS-stuffed and followed by one 0x00 (cobs.py); as a datagram
+# (UDP, MQTT) the same stuffed bytes are sent, delimiter included, so one parser serves both.
+import struct
+
+from efd.compat import const
+from protocol import cobs, messages
+from protocol.auth import TAG_LEN
+from protocol.crc import crc16
+
+VERSION = const(1)
+HEADER_LEN = const(10)
+CRC_LEN = const(2)
+AUTH_LEN = const(12)  # counter + tag
+A_BIT = const(0x80)
+MIN_FRAME = const(12)  # header + CRC
+MAX_FRAME = const(254)  # COBS then adds exactly one byte (cobs.py)
+MAX_WIRE = const(256)  # MAX_FRAME + COBS code byte + delimiter
+
+# Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
+# timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
+EPOCH_UNIX = 1577836800
+_EPOCH_2000 = const(631152000)  # 2000-01-01 -> 2020-01-01: the ESP32 port's time.time() epoch
+
+# Error codes (typed decode results; SPEC.md §8).
+E_COBS = const(1)
+E_SHORT = const(2)
+E_CRC = const(3)
+E_VERSION = const(4)
+E_TYPE = const(5)
+E_LENGTH = const(6)
+E_OVERFLOW = const(7)
+E_NO_TAG = const(8)
+E_BAD_TAG = const(9)
+E_REPLAY = const(10)
+E_DUPLICATE = const(11)
+E_NO_KEY = const(12)
+E_DIRECTION = const(13)
+ERROR_NAMES = (
+    "",
+    "cobs",
+    "short",
+    "crc",
+    "version",
+    "unknown_type",
+    "length",
+    "overflow",
+    "no_tag",
+    "bad_tag",
+    "replay",
+    "duplicate",
+    "no_key",
+    "direction",
+)
+_REASONS = (
+    "",
+    "not valid COBS",
+    "frame shorter than header + CRC",
+    "CRC mismatch",
+    "unsupported protocol version",
+    "unknown message type",
+    "payload length wrong for its type",
+    "no delimiter within 256 bytes",
+    "authentication required but frame has no tag",
+    "authentication tag does not verify",
+    "counter not above the last accepted one",
+    "retransmission of the last accepted frame",
+    "no key for this device",
+    "message type not valid in this direction",
+)
+
+
+class Error:
+    """A typed rejection: `code` (E_*), `name`, `reason`; header fields when they were read
+    (a frame with a good CRC but an unknown type still names its device)."""
+
+    ok = False
+
+    def __init__(self, code, raw=None, device=None, seq=None, type=None):
+        self.code = code
+        self.raw = raw
+        self.device = device
+        self.seq = seq
+        self.type = type
+
+    @property
+    def name(self):
+        return ERROR_NAMES[self.code]
+
+    @property
+    def reason(self):
+        return _REASONS[self.code]
+
+    def to_dict(self):
+        d = {"error": self.name, "reason": self.reason}
+        if self.device is not None:
+            d["device"] = self.device
+            d["seq"] = self.seq
+            d["type"] = self.type
+        if self.raw is not None:
+            d["len"] = len(self.raw)
+        return d
+
+    def __repr__(self):
+        return "Error(" + self.name + ")"
+
+
+class Frame:
+    """A structurally valid frame: CRC good, known version and type, payload parsed.
+    `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A."""
+
+    ok = True
+
+    def __init__(self, type, device, seq, time, fields, raw, counter, tag, crc):
+        self.type = type
+        self.device = device
+        self.seq = seq
+        self.time = time
+        self.fields = fields
+        self.raw = raw
+        self.counter = counter
+        self.tag = tag
+        self.crc = crc
+
+    @property
+    def name(self):
+        return messages.TYPE_NAMES[self.type]
+
+    def to_dict(self):
+        d = {
+            "type": messages.TYPE_NAMES[self.type],
+            "device": self.device,
+            "seq": self.seq,
+            "time": self.time,
+            "counter": self.counter,
+        }
+        d.update(self.fields)
+        return d
+
+    def __repr__(self):
+        return "Frame(" + self.name + " dev=" + str(self.device) + " seq=" + str(self.seq) + ")"
+
+
+def parse(raw):
+    """Decode one un-stuffed frame (bytes). Returns a Frame or an Error; never raises."""
+    n = len(raw)
+    if n < MIN_FRAME:
+        return Error(E_SHORT, raw)
+    if n > MAX_FRAME:
+        return Error(E_OVERFLOW, raw)
+    if crc16(raw, 0, n - 2) != raw[n - 2] | (raw[n - 1] << 8):
+        return Error(E_CRC, raw)
+    hdr, dev, seq, t = struct.unpack_from("<BIBI", raw, 0)
+    if (hdr >> 5) & 3 != VERSION:
+        return Error(E_VERSION, raw)
+    typ = hdr & 0x1F
+    end = n - 2
+    counter = tag = None
+    if hdr & A_BIT:
+        end -= AUTH_LEN
+        if end < HEADER_LEN:
+            return Error(E_LENGTH, raw, dev, seq, typ)
+        counter = struct.unpack_from("<I", raw, end)[0]
+        tag = raw[end + 4 : end + 4 + TAG_LEN]
+    if typ not in messages.MIN_LEN:
+        return Error(E_TYPE, raw, dev, seq, typ)
+    fields = messages.unpack(typ, raw, HEADER_LEN, end)
+    if fields is None:
+        return Error(E_LENGTH, raw, dev, seq, typ)
+    return Frame(typ, dev, seq, t, fields, raw, counter, tag, raw[n - 2] | (raw[n - 1] << 8))
+
+
+def decode(wire):
+    """Decode one stuffed frame: a datagram, or one segment of a stream with or without its
+    0x00 delimiter. Returns a Frame or an Error; never raises on any bytes."""
+    if len(wire) and wire[len(wire) - 1] == 0:
+        wire = wire[: len(wire) - 1]
+    if len(wire) > MAX_WIRE - 1:
+        return Error(E_OVERFLOW, bytes(wire))
+    raw = cobs.decode(wire)
+    if raw is None:
+        return Error(E_COBS, bytes(wire))
+    return parse(raw)
+
+
+def efd_time(unix_seconds):
+    """Unix seconds -> wire time (0 for anything before our epoch: 'clock not set')."""
+    t = unix_seconds - EPOCH_UNIX
+    return t if t > 0 else 0
+
+
+def now():
+    """Wire time from the local clock, on the detector or the host. The ESP32 port counts
+    from 2000-01-01, the unix port and CPython from 1970; an unset ESP32 clock starts at 2000,
+    which maps to 0 (clock not set) here."""
+    import time
+
+    t = int(time.time())
+    if time.gmtime(0)[0] == 2000:
+        t -= _EPOCH_2000
+        return t if t > 0 else 0
+    return efd_time(t)
+
+
+class Encoder:
+    """Builds stuffed frames into two preallocated buffers (one frame in flight at a time).
+
+    telemetry() and event() return the wire length n; the bytes are enc.wire[:n], valid until
+    the next call (send at once, or copy with bytes() to keep an event for retransmission).
+    They allocate nothing on MicroPython (tested with heap_lock) apart from the tag's SHA-256
+    work; slicing a view for the UART is the caller's one small allocation. message() returns
+    bytes. `key` (protocol.auth.Key) and a `counter` callable enable tags.
+    """
+
+    def __init__(self, device, key=None, counter=None):
+        self.device = device
+        self.key = key
+        self.counter = counter
+        self.seq = 0
+        self.frame = bytearray(MAX_FRAME)
+        self.wire = bytearray(MAX_WIRE)
+        self._wmv = memoryview(self.wire)
+
+    def _header(self, typ, t, auth, seq):
+        if seq < 0:
+            seq = self.seq
+            self.seq = (seq + 1) & 0xFF
+        hdr = (VERSION << 5) | typ
+        if auth:
+            hdr |= A_BIT
+        struct.pack_into("<BIBI", self.frame, 0, hdr, self.device, seq, t)
+
+    def _finish(self, end, auth, counter):
+        f = self.frame
+        if auth:
+            if counter < 0:
+                counter = self.counter()
+            struct.pack_into("<I", f, end, counter)
+            end += 4
+            f[end : end + TAG_LEN] = self.key.tag(f, 0, end)
+            end += TAG_LEN
+        c = crc16(f, 0, end)
+        f[end] = c & 0xFF
+        f[end + 1] = c >> 8
+        return cobs.encode_into(f, end + 2, self.wire)
+
+    def view(self, n):
+        """A memoryview of the last frame's n wire bytes (allocates one small object)."""
+        return self._wmv[:n]
+
+    def telemetry(self, t, residual, temps, lines, status, seq=-1):
+        """The periodic report. temps: 4 values in 0.1 degC, lines: 3 in 0.01 A (indexable;
+        NA_I16 / NA_U16 for 'no reading'). Allocation-free on MicroPython."""
+        self._header(messages.TELEMETRY, t, False, seq)
+        struct.pack_into(
+            "<HhhhhHHHH",
+            self.frame,
+            HEADER_LEN,
+            residual,
+            temps[0],
+            temps[1],
+            temps[2],
+            temps[3],
+            lines[0],
+            lines[1],
+            lines[2],
+            status,
+        )
+        return self._finish(HEADER_LEN + 18, False, 0)
+
+    def event(self, t, kind, channel, value, threshold, auth=True, seq=-1, counter=-1):
+        """An event (efd.events codes). Tagged by default: hosts act on events."""
+        auth = auth and self.key is not None
+        self._header(messages.EVENT, t, auth, seq)
+        struct.pack_into("<BBii", self.frame, HEADER_LEN, kind, channel, value, threshold)
+        return self._finish(HEADER_LEN + 10, auth, counter)
+
+    def message(self, typ, t, fields, auth=False, seq=-1, counter=-1):
+        """Any message from a fields dict (messages.pack): host side, tests, rare frames."""
+        self._header(typ, t, auth, seq)
+        end = messages.pack(typ, fields, self.frame, HEADER_LEN)
+        return bytes(self._wmv[: self._finish(end, auth, counter)])
