@@ -301,3 +301,37 @@ def test_every_intermediate_of_process_fits_31_bits(codes, temp_codes, now, gain
         det.process(Bounded((now + 100 * k) & ticks.MASK))
         det.arc_second(Bounded(k * 20), Bounded(now))
     det.reset(Bounded(now))
+
+
+# -- line current (overload) ----------------------------------------------------------------------
+
+
+@given(
+    st.integers(5, 100),
+    st.sampled_from([0.5, 0.9, 0.95]),
+    st.sampled_from([1.03, 1.2, 1.4]),
+    st.integers(0, 10),
+    st.integers(0, 2),
+    line_conditions(),
+)
+@settings(max_examples=30)
+def test_line_overload_alarms_above_set_and_never_below(set_a, low, high, delay, ch, cond):
+    """0.1 A per ADC count (reference CT). Well below set never alarms; above set alarms on
+    the channel it happens on, within the delay plus two windows."""
+    mains = cond["mains_hz"]
+    win = drive.window_seconds(mains)
+    n_low = round((delay + 3) / win)
+    n_high = round((delay + 2) / win)
+    fs = adc.sample_rate(mains)
+    t = np.arange((n_low + n_high) * N) / fs
+    onset = n_low * win
+    amps = np.where(t < onset, low * set_a, high * set_a)
+    y = adc.waveform(t, amps, mains, cond["harmonics"], phase0=cond["phase0"])
+    codes = adc.to_codes(y, 0.1, bias=cond["bias0"], noise_counts=1.0)
+    det = Detector({"line_set_a": set_a, "line_delay_s": delay, "mains_hz": mains})
+    phases = [None, None, None]
+    phases[ch] = codes
+    ev = drive.collect(det, n_low + n_high, mains_hz=mains, phases=phases)
+    alarms = [e for e in ev if e.kind == "alarm"]
+    assert len(alarms) == 1 and alarms[0].channel == f"phase{ch}", ev
+    assert onset + delay - 1e-9 <= alarms[0].t <= onset + delay + 2 * win + 1e-9
