@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from efd import ntc
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "firmware" / "lib" / "efd" / "ntc_table.py"
 
@@ -93,21 +95,6 @@ def model(code: float, p: Params = Params()) -> float:
     return temp_of_resistance(ntc_resistance(code, p), p)
 
 
-def interp(table: list[int], base: int, shift: int, lo: int, hi: int, code: int) -> int:
-    """Host mirror of efd.ntc.to_decic: clamp, segment lookup, rounded linear interpolation."""
-    if code < lo:
-        code = lo
-    elif code > hi:
-        code = hi
-    x = code - base
-    i = x >> shift
-    f = x & ((1 << shift) - 1)
-    t0 = table[i]
-    if f == 0:
-        return t0
-    return t0 + (((table[i + 1] - t0) * f + (1 << shift >> 1)) >> shift)
-
-
 @dataclass
 class Table:
     params: Params
@@ -124,7 +111,9 @@ class Table:
         return self.step.bit_length() - 1
 
     def to_decic(self, code: int) -> int:
-        return interp(self.values, self.base, self.shift, self.code_min, self.code_max, code)
+        return ntc.interpolate(
+            self.values, self.base, self.shift, self.code_min, self.code_max, code
+        )
 
 
 def validate(p: Params) -> None:

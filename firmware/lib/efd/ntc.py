@@ -43,14 +43,10 @@ from efd.ntc_table import (
     RAIL_HI,
     RAIL_LO,
     SHIFT,
-    STEP,
     TABLE,
 )
 
 OK = const(0)  # classify(): reading plausible
-
-_MASK = STEP - 1
-_HALF = STEP >> 1  # rounds the interpolated fraction half up (arithmetic shift floors)
 
 
 def to_decic(code):
@@ -59,17 +55,23 @@ def to_decic(code):
     Codes outside the valid range (CODE_MIN..CODE_MAX) are clamped to it, so the result always
     lies between the table's -40 and 200 degC ends; ask classify() whether the code is a fault.
     """
-    if code < CODE_MIN:
-        code = CODE_MIN
-    elif code > CODE_MAX:
-        code = CODE_MAX
-    x = code - BASE
-    i = x >> SHIFT
-    f = x & _MASK
-    t0 = TABLE[i]
+    return interpolate(TABLE, BASE, SHIFT, CODE_MIN, CODE_MAX, code)
+
+
+def interpolate(table, base, shift, lo, hi, code):
+    """The lookup itself, on any table: tools/gen_ntc_table.py measures candidate tables with
+    this very function, so the error it reports is the firmware's error."""
+    if code < lo:
+        code = lo
+    elif code > hi:
+        code = hi
+    x = code - base
+    i = x >> shift
+    f = x & ((1 << shift) - 1)
+    t0 = table[i]
     if f == 0:
-        return t0  # also keeps TABLE[i + 1] in range at the last entry
-    return t0 + (((TABLE[i + 1] - t0) * f + _HALF) >> SHIFT)
+        return t0  # also keeps table[i + 1] in range at the last entry
+    return t0 + (((table[i + 1] - t0) * f + ((1 << shift) >> 1)) >> shift)
 
 
 def classify(code):
