@@ -9,8 +9,9 @@
 # receives. NIST SP 800-107 Rev.1 §5.3.4 puts the forgery resistance of a λ-bit truncated
 # HMAC at λ bits and allows λ >= 32; LoRaWAN and IEEE 802.15.4 ship 32-bit MICs. At 64 bits
 # and even 1000 forged frames/s (far above a 9600-baud RS-485 line's ~40 frames/s) the
-# expected time to one success is 2^64 / 1000 s = ~5.8e8 years. Birthday bounds do not apply: the attacker
-# cannot compute tags offline without the key. Full 32-byte tags would triple an event frame.
+# expected time to one success is 2^64 / 1000 s = ~5.8e8 years. Birthday bounds do not
+# apply: the attacker cannot compute tags offline without the key. Full 32-byte tags would
+# more than double a command frame.
 import hashlib
 
 from efd.compat import const
