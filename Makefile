@@ -30,7 +30,14 @@ lint: $(STAMP)  ## ruff lint + format check
 typecheck: $(STAMP)  ## mypy on host code
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The Kaitai Struct compiler (npm; its JS build has no CLI, tools/ksc.js drives it) for the
+# protocol/efd_frame.ksy check. package-lock.json pins it; the test fails if it is missing.
+KSC := node_modules/kaitai-struct-compiler/kaitai-struct-compiler.js
+$(KSC): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+pytest: $(STAMP) $(KSC)
 	$(BIN)/pytest
 
 test: lint typecheck pytest  ## everything CI runs
@@ -39,4 +46,4 @@ bench: $(STAMP)  ## benchmarks: prints a table, writes bench/results.json
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules

@@ -1,0 +1,276 @@
+meta:
+  id: efd_frame
+  title: EFD electrical-fire detector wire protocol, version 1 (one frame)
+  license: MIT
+  endian: le
+  ks-version: 0.11
+doc: |
+  One frame of the EFD detector protocol (protocol/SPEC.md, the normative text).
+
+  This description covers the frame AFTER COBS decoding: on the wire every frame is
+  COBS-stuffed and followed by a 0x00 delimiter (SPEC.md section 3). Kaitai Struct cannot
+  undo COBS, so split the stream at 0x00 and COBS-decode each segment first (e.g. with
+  protocol/cobs.py or any COBS library), then parse the result with this spec.
+
+  Not checked here: the CRC (field `crc` is CRC-16/IBM-3740 of all bytes before it:
+  poly 0x1021, init 0xFFFF, no reflection, check value 0x29B1) and the HMAC tag; an
+  integrator must verify both (SPEC.md sections 4.2 and 7).
+doc-ref: protocol/SPEC.md
+seq:
+  - id: hdr
+    type: u1
+    valid:
+      expr: ((_ >> 5) & 3) == 1
+    doc: bit 7 A (counter and tag present), bits 6-5 version (1), bits 4-0 type
+  - id: device
+    type: u4
+  - id: seq_no
+    type: u1
+    doc: per-device sequence number, mod 256
+  - id: time
+    type: u4
+    doc: seconds since 2020-01-01T00:00:00Z; 0 = clock not set
+  - id: payload
+    size: _io.size - 12 - auth_len
+    type:
+      switch-on: msg_type
+      cases:
+        'msg_type::hello': hello
+        'msg_type::telemetry': telemetry
+        'msg_type::event': event
+        'msg_type::result': result
+        'msg_type::config': config
+        'msg_type::snapshot': snapshot
+        'msg_type::poll': poll
+        'msg_type::ack': ack
+        'msg_type::command': command
+  - id: counter
+    type: u4
+    if: authenticated
+  - id: tag
+    size: 8
+    if: authenticated
+    doc: first 8 bytes of HMAC-SHA256(key, all bytes before the tag)
+  - id: crc
+    type: u2
+instances:
+  authenticated:
+    value: (hdr & 0x80) != 0
+  version:
+    value: (hdr >> 5) & 3
+  msg_type:
+    value: hdr & 0x1f
+    enum: msg_type
+  auth_len:
+    value: 'authenticated ? 12 : 0'
+types:
+  hello:
+    seq:
+      - id: fw
+        type: u1
+        repeat: expr
+        repeat-expr: 3
+      - id: reset_cause
+        type: u1
+        enum: reset_cause
+      - id: boot_count
+        type: u4
+      - id: config_hash
+        type: u4
+      - id: host_counter
+        type: u4
+  telemetry:
+    seq:
+      - id: residual_ma
+        type: u2
+        doc: mA; 0xffff = not available
+      - id: temp_dc
+        type: s2
+        repeat: expr
+        repeat-expr: 4
+        doc: 0.1 degC; -32768 = not available
+      - id: line_ca
+        type: u2
+        repeat: expr
+        repeat-expr: 3
+        doc: 0.01 A; 0xffff = not available
+      - id: status
+        type: u2
+        doc: bits 0-8 alarm latched on channel n; 9 prealarm; 10 fault; 11 selftest; 12 clock unset; 13 events pending
+  event:
+    seq:
+      - id: kind
+        type: u1
+        enum: kind
+      - id: channel
+        type: u1
+        enum: channel
+      - id: value
+        type: s4
+      - id: threshold
+        type: s4
+  result:
+    seq:
+      - id: cmd_counter
+        type: u4
+      - id: cmd
+        type: u1
+        enum: cmd
+      - id: status
+        type: u1
+        enum: result_status
+      - id: value
+        type: s4
+  config:
+    seq:
+      - id: config_hash
+        type: u4
+      - id: params
+        type: param
+        repeat: eos
+  param:
+    seq:
+      - id: id
+        type: u1
+        enum: param_id
+      - id: value
+        type: s4
+  snapshot:
+    seq:
+      - id: snap_id
+        type: u2
+      - id: channel
+        type: u1
+        enum: channel
+      - id: chunk
+        type: u1
+      - id: chunks
+        type: u1
+      - id: scale_exp
+        type: s1
+      - id: rate_hz
+        type: u2
+      - id: trigger
+        type: u2
+      - id: offset
+        type: u2
+      - id: samples
+        type: s2
+        repeat: eos
+  poll:
+    seq: []
+  ack:
+    seq:
+      - id: ack_type
+        type: u1
+        enum: msg_type
+      - id: ack_seq
+        type: u1
+      - id: ack_crc
+        type: u2
+  command:
+    seq:
+      - id: cmd
+        type: u1
+        enum: cmd
+      - id: args
+        type:
+          switch-on: cmd
+          cases:
+            'cmd::reset': reset_args
+            'cmd::set_config': set_config_args
+            'cmd::time_sync': time_sync_args
+            'cmd::snapshot': snapshot_args
+  reset_args:
+    seq:
+      - id: channel
+        type: u1
+        enum: channel
+  set_config_args:
+    seq:
+      - id: params
+        type: param
+        repeat: eos
+  time_sync_args:
+    seq:
+      - id: set_time
+        type: u4
+  snapshot_args:
+    seq:
+      - id: snap_id
+        type: u2
+enums:
+  msg_type:
+    1: hello
+    2: telemetry
+    3: event
+    4: result
+    5: config
+    6: snapshot
+    16: poll
+    17: ack
+    18: command
+  kind:
+    1: prealarm
+    2: alarm
+    3: clear
+    4: fault
+    5: fault_clear
+    6: reset
+    7: selftest
+    8: ror
+  channel:
+    0: residual
+    1: temp0
+    2: temp1
+    3: temp2
+    4: temp3
+    5: phase0
+    6: phase1
+    7: phase2
+    8: arc
+    255: all
+  reset_cause:
+    0: unknown
+    1: power_on
+    2: hard
+    3: watchdog
+    4: deepsleep
+    5: soft
+  cmd:
+    1: reset
+    2: selftest
+    3: set_config
+    4: time_sync
+    5: snapshot
+    6: reboot
+    7: get_config
+  result_status:
+    0: ok
+    1: unknown_command
+    2: bad_argument
+    3: busy
+    4: failed
+  param_id:
+    1: mains_hz
+    2: leak_set_ma
+    3: leak_delay_s
+    4: leak_prealarm_pct
+    5: leak_hyst_pct
+    6: temp_set_c
+    7: temp_delay_s
+    8: temp_prealarm_pct
+    9: temp_hyst_c
+    10: temp_ror_c_per_min
+    11: temp_channels
+    12: line_set_a
+    13: line_delay_s
+    14: line_prealarm_pct
+    15: line_hyst_pct
+    16: phase_channels
+    17: arc_enabled
+    18: fault_delay_s
+    19: res_gain_q12
+    20: phase_gain_q12
+    21: ct_bias_lo
+    22: ct_bias_hi
