@@ -42,6 +42,9 @@ pytest: $(STAMP) $(KSC)
 
 test: lint typecheck pytest  ## everything CI runs
 
+sim: $(STAMP)  ## run the demo scenario: events and plot in out/ (docs/simulator.md)
+	$(PY) -m host_sim run host_sim/scenarios/demo.toml --events out/demo.jsonl --plot out/demo.png
+
 bench: $(STAMP)  ## benchmarks: prints a table, writes bench/results.json
 	$(PY) -m bench
 
