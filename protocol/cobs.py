@@ -37,18 +37,42 @@ def encode_into(src, n, dst):
     return o + 1
 
 
-def decode(src):
-    """Decode one COBS block sequence (without its 0x00 delimiter). Returns bytes, or None if
-    src is not valid COBS (a zero byte inside, or a code that runs past the end)."""
-    if b"\x00" in src:
+def decode(src, n=-1):
+    """Decode src[:n] (n -1: all of it), one COBS block sequence without its 0x00 delimiter.
+    Returns bytes, or None if it is not valid COBS (a zero byte inside, or a code that runs
+    past the end).
+
+    Works on one copy: each code byte marks where the previous block's implied 0x00 goes, so
+    it is overwritten with 0 and the first code byte dropped. Only a 0xFF block followed
+    by more data (no implied zero: a frame of over 254 bytes) needs the general path.
+    """
+    if n < 0:
+        n = len(src)
+    if n == 0:
+        return b""
+    if src.find(b"\x00", 0, n) >= 0:
         return None
+    out = bytearray(src[1:n])
+    i = src[0]
+    if i == 0xFF and i < n:
+        return _decode_general(src[:n])
+    while i < n:
+        code = src[i]
+        out[i - 1] = 0
+        i += code
+        if code == 0xFF and i < n:
+            return _decode_general(src[:n])
+    if i != n:
+        return None
+    return bytes(out)
+
+
+def _decode_general(src):
     n = len(src)
     out = bytearray()
     i = 0
     while i < n:
         code = src[i]
-        if code == 0:
-            return None
         j = i + code
         if j > n:
             return None

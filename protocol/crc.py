@@ -53,3 +53,10 @@ def crc16(data, start=0, end=-1):
             return _crc_hqx(data, 0xFFFF)
         return _crc_hqx(memoryview(data)[start:end], 0xFFFF)
     return crc16_table(data, start, end)
+
+
+def crc16_frame(raw):
+    """CRC of a frame without its 2-byte CRC field (the decoder's hot path)."""
+    if _crc_hqx is not None:
+        return _crc_hqx(raw[:-2], 0xFFFF)
+    return crc16_table(raw, 0, len(raw) - 2)

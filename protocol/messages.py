@@ -125,14 +125,6 @@ def status_flags(status):
     return out
 
 
-def _na16(v):
-    return None if v == NA_U16 else v
-
-
-def _nai16(v):
-    return None if v == NA_I16 else v
-
-
 def _params(b, s, e):
     if (e - s) % 5:
         return None
@@ -174,73 +166,97 @@ MIN_LEN = {
 }
 
 
+def _telemetry(b, s, e):
+    r, t0, t1, t2, t3, p0, p1, p2, st = struct.unpack_from("<HhhhhHHHH", b, s)
+    # Sentinels inline, not via a helper: this is the host's hottest path.
+    return {
+        "residual_ma": None if r == 0xFFFF else r,
+        "temp_dc": [
+            None if t0 == -32768 else t0,
+            None if t1 == -32768 else t1,
+            None if t2 == -32768 else t2,
+            None if t3 == -32768 else t3,
+        ],
+        "line_ca": [
+            None if p0 == 0xFFFF else p0,
+            None if p1 == 0xFFFF else p1,
+            None if p2 == 0xFFFF else p2,
+        ],
+        "status": st,
+    }
+
+
+def _event(b, s, e):
+    kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
+    return {
+        "kind": _name(ev.KIND_NAMES, kind),
+        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "value": val,
+        "threshold": thr,
+    }
+
+
+def _hello(b, s, e):
+    ma, mi, pa, rc, boots, ch, hc = struct.unpack_from("<BBBBIII", b, s)
+    return {
+        "fw": [ma, mi, pa],
+        "reset_cause": _name(RESET_CAUSES, rc),
+        "boot_count": boots,
+        "config_hash": ch,
+        "host_counter": hc,
+    }
+
+
+def _result(b, s, e):
+    ctr, cmd, st, val = struct.unpack_from("<IBBi", b, s)
+    return {
+        "cmd_counter": ctr,
+        "cmd": _name(CMD_NAMES, cmd),
+        "status": _name(RESULT_NAMES, st),
+        "value": val,
+    }
+
+
+def _config(b, s, e):
+    params = _params(b, s + 4, e)
+    if params is None:
+        return None
+    return {"config_hash": struct.unpack_from("<I", b, s)[0], "params": params}
+
+
+def _snapshot(b, s, e):
+    if (e - s - 12) % 2 or (e - s - 12) > 2 * MAX_SAMPLES:
+        return None
+    sid, ch, k, n, ex, rate, trig, off = struct.unpack_from("<HBBBbHHH", b, s)
+    ns = (e - s - 12) // 2
+    return {
+        "snap_id": sid,
+        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "chunk": k,
+        "chunks": n,
+        "scale_exp": ex,
+        "rate_hz": rate,
+        "trigger": trig,
+        "offset": off,
+        "samples": list(struct.unpack_from("<" + str(ns) + "h", b, s + 12)),
+    }
+
+
+def _poll(b, s, e):
+    return {}
+
+
+def _ack(b, s, e):
+    at, aseq, acrc = struct.unpack_from("<BBH", b, s)
+    return {"ack_type": TYPE_NAMES.get(at, at), "ack_seq": aseq, "ack_crc": acrc}
+
+
 def unpack(t, b, s, e):
     """Fields of a type-t payload at b[s:e] as a dict, or None if the payload is malformed
     (shorter than the type's layout, or a list of the wrong length)."""
     if e - s < MIN_LEN[t]:
         return None
-    if t == TELEMETRY:
-        r, t0, t1, t2, t3, p0, p1, p2, st = struct.unpack_from("<HhhhhHHHH", b, s)
-        return {
-            "residual_ma": _na16(r),
-            "temp_dc": [_nai16(t0), _nai16(t1), _nai16(t2), _nai16(t3)],
-            "line_ca": [_na16(p0), _na16(p1), _na16(p2)],
-            "status": st,
-        }
-    if t == EVENT:
-        kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
-        return {
-            "kind": _name(ev.KIND_NAMES, kind),
-            "channel": _name(ev.CHANNEL_NAMES, ch),
-            "value": val,
-            "threshold": thr,
-        }
-    if t == HELLO:
-        ma, mi, pa, rc, boots, ch, hc = struct.unpack_from("<BBBBIII", b, s)
-        return {
-            "fw": [ma, mi, pa],
-            "reset_cause": _name(RESET_CAUSES, rc),
-            "boot_count": boots,
-            "config_hash": ch,
-            "host_counter": hc,
-        }
-    if t == RESULT:
-        ctr, cmd, st, val = struct.unpack_from("<IBBi", b, s)
-        return {
-            "cmd_counter": ctr,
-            "cmd": _name(CMD_NAMES, cmd),
-            "status": _name(RESULT_NAMES, st),
-            "value": val,
-        }
-    if t == CONFIG:
-        params = _params(b, s + 4, e)
-        if params is None:
-            return None
-        return {"config_hash": struct.unpack_from("<I", b, s)[0], "params": params}
-    if t == SNAPSHOT:
-        if (e - s - 12) % 2 or (e - s - 12) > 2 * MAX_SAMPLES:
-            return None
-        sid, ch, k, n, ex, rate, trig, off = struct.unpack_from("<HBBBbHHH", b, s)
-        ns = (e - s - 12) // 2
-        return {
-            "snap_id": sid,
-            "channel": _name(ev.CHANNEL_NAMES, ch),
-            "chunk": k,
-            "chunks": n,
-            "scale_exp": ex,
-            "rate_hz": rate,
-            "trigger": trig,
-            "offset": off,
-            "samples": list(struct.unpack_from("<" + str(ns) + "h", b, s + 12)),
-        }
-    if t == POLL:
-        return {}
-    if t == ACK:
-        at, aseq, acrc = struct.unpack_from("<BBH", b, s)
-        return {"ack_type": TYPE_NAMES.get(at, at), "ack_seq": aseq, "ack_crc": acrc}
-    if t == COMMAND:
-        return _unpack_command(b, s, e)
-    return None
+    return _UNPACK[t](b, s, e)
 
 
 def _unpack_command(b, s, e):
@@ -269,6 +285,19 @@ def _unpack_command(b, s, e):
         # Unknown command: args kept as hex; the detector answers RESULT unknown_command.
         d["args"] = hexlify(bytes(b[s:e])).decode()
     return d
+
+
+_UNPACK = {
+    HELLO: _hello,
+    TELEMETRY: _telemetry,
+    EVENT: _event,
+    RESULT: _result,
+    CONFIG: _config,
+    SNAPSHOT: _snapshot,
+    POLL: _poll,
+    ACK: _ack,
+    COMMAND: _unpack_command,
+}
 
 
 def pack(t, fields, buf, o):
