@@ -1,0 +1,146 @@
+# Persistent event log: a ring of fixed-size records in one preallocated file on flash.
+#
+# Store-and-forward: every detector event is appended here before it is sent, and stays
+# "pending" until the host ACKs it, so alarms survive reboots, power cuts and link outages and
+# are delivered in order once the link is back (protocol/SPEC.md §8).
+#
+# File layout (little-endian):
+#   0   2 x 8 B  ack slots: (acked_id u32, ~acked_id u32). Written alternately; at boot the
+#                highest valid slot wins, so a torn 8-byte write falls back to the older slot
+#                (at worst one event is sent again: the host dedups).
+#   16  CAP x 32 B records, record for id i at slot i % CAP:
+#       id u32, time u32 (2020-epoch s), counter u32, value i32, threshold i32,
+#       seq u8, kind u8, channel u8, 0 u8, crc16 of the first 24 bytes, 6 zero bytes.
+# The wire seq and counter are fixed when the event is logged, so every transmission of an
+# event, before or after a reboot, is byte-identical (SPEC.md §8) and the host's
+# (device, seq, crc) dedup sees one event. ids start at 1; id 0 is an empty slot.
+# A record torn by a power cut fails its CRC and is skipped. CAP 1024 x 32 B = 32 KB of flash;
+# the generic-detector anchor keeps 100 records, the issue asks for >= 1000.
+import struct
+
+from efd.compat import const
+from protocol.crc import crc16
+
+CAP = const(1024)
+REC = const(32)
+HDR = const(16)
+_FMT = "<IIIiiBBBB"  # 24 bytes, then crc16
+_MASK32 = 0xFFFFFFFF
+PATH = "events.bin"
+
+
+class EventLog:
+    def __init__(self, path=PATH, cap=CAP):
+        self.path = path
+        self.cap = cap
+        self.buf = bytearray(REC)
+        self.head = 0  # newest id written
+        self.acked = 0  # every id <= acked has been acknowledged
+        self._slot = 0  # ack slot to write next
+        self.f = self._open()
+        self._scan()
+
+    def _open(self):
+        size = HDR + self.cap * REC
+        try:
+            f = open(self.path, "r+b")
+            f.seek(0, 2)
+            if f.tell() == size:
+                return f
+            f.close()
+        except OSError:
+            pass
+        # Preallocate with zeros (empty slots) in small chunks: no 32 KB buffer in RAM.
+        f = open(self.path, "wb")
+        z = bytes(256)
+        left = size
+        while left > 0:
+            n = 256 if left > 256 else left
+            f.write(z[:n] if n < 256 else z)
+            left -= n
+        f.close()
+        return open(self.path, "r+b")
+
+    def _scan(self):
+        f = self.f
+        b = self.buf
+        f.seek(0)
+        f.readinto(b)
+        best = -1
+        for s in range(2):
+            a, na = struct.unpack_from("<II", b, 8 * s)
+            if a ^ na == _MASK32 and a > best:
+                best = a
+                self._slot = 1 - s
+        self.acked = best if best > 0 else 0
+        head = 0
+        for i in range(self.cap):
+            f.seek(HDR + i * REC)
+            f.readinto(b)
+            if self._valid(b) and struct.unpack_from("<I", b, 0)[0] > head:
+                head = struct.unpack_from("<I", b, 0)[0]
+        self.head = head
+        if self.acked > head:
+            self.acked = head
+
+    def _valid(self, b):
+        rid = struct.unpack_from("<I", b, 0)[0]
+        return rid != 0 and crc16(b, 0, 24) == (b[24] | (b[25] << 8))
+
+    def append(self, t, counter, seq, kind, channel, value, threshold):
+        """Persist one event; returns its id."""
+        rid = self.head + 1
+        b = self.buf
+        struct.pack_into(_FMT, b, 0, rid, t, counter, value, threshold, seq, kind, channel, 0)
+        c = crc16(b, 0, 24)
+        b[24] = c & 0xFF
+        b[25] = c >> 8
+        f = self.f
+        f.seek(HDR + (rid % self.cap) * REC)
+        f.write(b)
+        f.flush()
+        self.head = rid
+        return rid
+
+    def first_pending(self):
+        """Oldest unacknowledged id still held (older ones were overwritten), or 0."""
+        if self.head <= self.acked:
+            return 0
+        lo = self.acked + 1
+        if self.head - lo >= self.cap:
+            lo = self.head - self.cap + 1
+        return lo
+
+    def pending(self):
+        lo = self.first_pending()
+        return 0 if lo == 0 else self.head - lo + 1
+
+    def read(self, rid):
+        """(t, counter, seq, kind, channel, value, threshold) of event rid, or None if its slot
+        no longer holds it (overwritten or torn)."""
+        b = self.buf
+        f = self.f
+        f.seek(HDR + (rid % self.cap) * REC)
+        f.readinto(b)
+        if not self._valid(b):
+            return None
+        r = struct.unpack_from(_FMT, b, 0)
+        if r[0] != rid:
+            return None
+        return (r[1], r[2], r[5], r[6], r[7], r[3], r[4])
+
+    def ack(self, rid):
+        """Mark every id <= rid delivered (persisted)."""
+        if rid <= self.acked:
+            return
+        b = self.buf
+        struct.pack_into("<II", b, 0, rid, rid ^ _MASK32)
+        f = self.f
+        f.seek(8 * self._slot)
+        f.write(memoryview(b)[:8])
+        f.flush()
+        self._slot = 1 - self._slot
+        self.acked = rid
+
+    def close(self):
+        self.f.close()

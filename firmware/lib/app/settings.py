@@ -1,0 +1,77 @@
+# Persistent detector settings: validated by efd.config, stored atomically by app.store.
+#
+# The file holds only the overrides of efd.config.DEFAULTS, so a firmware update that changes
+# a default applies it to every detector that never set that value. Changing settings needs
+# either the device key (the set_config command) or physical access (`make provision` over
+# USB): GB 14287.5 "settings may be changed only with a special tool or password".
+import hashlib
+import struct
+
+from app import store
+from efd import config
+from protocol import messages
+
+PATH = "config.json"
+
+
+def load(path=PATH):
+    """(overrides, ok). A missing file is the factory state (ok); a file that does not
+    validate is reported (ok False) and the defaults are used: never run on garbage."""
+    obj = store.load_json(path)
+    if obj is None:
+        return {}, not store.exists(path)
+    if not isinstance(obj, dict):
+        return {}, False
+    try:
+        config.make(obj)
+    except (config.ConfigError, TypeError):
+        return {}, False
+    return obj, True
+
+
+def validate_update(current, params):
+    """New overrides with params ([[name, value], ...]) applied, all or none.
+    Returns (overrides, None) or (None, bad_param_id)."""
+    new = dict(current)
+    for name, value in params:
+        if not isinstance(name, str) or name not in config.RANGES:
+            return None, _pid(name)
+        new[name] = value
+    try:
+        config.make(new)
+    except config.ConfigError as e:
+        return None, _pid(e.key)
+    return new, None
+
+
+def _pid(name):
+    if isinstance(name, str) and name in messages.PARAMS:
+        return messages.PARAMS.index(name)
+    if isinstance(name, str) and name[:1] == "p" and name[1:].isdigit():
+        return int(name[1:])
+    return 0
+
+
+def save(overrides, path=PATH):
+    config.make(overrides)  # never persist what would not load
+    store.save_json(path, overrides)
+
+
+def params(cfg):
+    """Every setting as [name, value] in wire-id order (CONFIG message)."""
+    out = []
+    for i in range(1, len(messages.PARAMS)):
+        name = messages.PARAMS[i]
+        out.append([name, cfg[name]])
+    return out
+
+
+def config_hash(cfg):
+    """SPEC.md §5.1: first 4 bytes (LE u32) of SHA-256 over the canonical config, defined here
+    as (u8 id, i32 value) for every parameter in id order: the CONFIG payload's own layout."""
+    h = hashlib.sha256()
+    b = bytearray(5)
+    for i in range(1, len(messages.PARAMS)):
+        struct.pack_into("<Bi", b, 0, i, cfg[messages.PARAMS[i]])
+        h.update(b)
+    return struct.unpack("<I", h.digest()[:4])[0]

@@ -1,0 +1,103 @@
+"""Build the device filesystem image: libraries as .mpy for one target arch, main.py/boot.py
+as source.
+
+The image is what `make deploy` copies and what the virtual detector boots from:
+
+    <out>/boot.py, <out>/main.py          source (readable on the device)
+    <out>/lib/efd/*.mpy                    detection core
+    <out>/lib/app/*.mpy                    application + the HAL for the target
+    <out>/lib/protocol/*.mpy               wire protocol codec
+
+Arch: `xtensawin` for the ESP32 (native/viper code must match the chip), `x64` for the unix
+port on this host. Bytecode-only .mpy files carry no arch and load anywhere; the viper RMS
+kernel and the ESP32 HAL's burst loop do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+SOURCE_FILES = ("boot.py", "main.py")
+# Packages that go to /lib on the device, with files that stay on the host.
+PACKAGES = {
+    "efd": (FIRMWARE / "lib" / "efd", ()),
+    "app": (FIRMWARE / "lib" / "app", ()),
+    "protocol": (ROOT / "protocol", ("gen_vectors.py",)),
+}
+# The HAL the target does not use is left out of its image.
+SKIP_BY_ARCH = {"xtensawin": ("app/hal_sim.py",), "x64": ("app/hal_esp32.py",)}
+# sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h MP_NATIVE_ARCH_*)
+ARCH_BY_CODE = {
+    0: None,
+    1: "x86",
+    2: "x64",
+    3: "armv6",
+    4: "armv6m",
+    5: "armv7m",
+    6: "armv7em",
+    7: "armv7emsp",
+    8: "armv7emdp",
+    9: "xtensa",
+    10: "xtensawin",
+    11: "rv32imc",
+}
+
+
+def mpy_cross() -> str:
+    here = Path(sys.executable).parent / "mpy-cross"
+    return str(here) if here.exists() else (shutil.which("mpy-cross") or "mpy-cross")
+
+
+def sources(arch: str) -> list[tuple[Path, str]]:
+    """(source file, device path relative to /lib) for every library module."""
+    out = []
+    skip = SKIP_BY_ARCH.get(arch, ())
+    for pkg, (src, excluded) in PACKAGES.items():
+        for p in sorted(src.glob("*.py")):
+            rel = f"{pkg}/{p.name}"
+            if p.name in excluded or rel in skip:
+                continue
+            out.append((p, rel))
+    return out
+
+
+def build(arch: str, out: Path) -> dict[str, int]:
+    """Compile into `out` (emptied first). Returns {device path: size in bytes}."""
+    if out.exists():
+        shutil.rmtree(out)
+    sizes: dict[str, int] = {}
+    for src, rel in sources(arch):
+        dst = out / "lib" / rel.replace(".py", ".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [mpy_cross(), f"-march={arch}", "-O3", "-s", rel, "-o", str(dst), str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
+        sizes["lib/" + rel.replace(".py", ".mpy")] = dst.stat().st_size
+    for name in SOURCE_FILES:
+        shutil.copy2(FIRMWARE / name, out / name)
+        sizes[name] = (out / name).stat().st_size
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.fwbuild", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--arch", default="xtensawin", choices=[a for a in ARCH_BY_CODE.values() if a])
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "fw")
+    args = ap.parse_args(argv)
+    sizes = build(args.arch, args.out)
+    mpy = sum(v for k, v in sizes.items() if k.endswith(".mpy"))
+    print(f"{args.out}: {len(sizes)} files, .mpy total {mpy} bytes ({args.arch})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
