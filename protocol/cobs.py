@@ -4,6 +4,16 @@
 # A receiver that starts mid-stream, or sees line noise, resynchronises at the next 0x00:
 # nothing inside a frame can look like a delimiter. Overhead is exactly 1 byte for frames of
 # up to 254 bytes (SPEC.md caps frames at 254 bytes for that reason), plus the delimiter.
+#
+# On the host, un-stuffing is the largest single cost of decoding a frame in Python (~0.7 us of
+# ~2.2 us for a telemetry frame, measured), so CPython uses the C implementation of the PyPI
+# `cobs` package (pinned in requirements.txt) when it is installed; MicroPython, and a host
+# without it, use decode_py() below. tests/protocol checks both give the same answers.
+try:
+    from cobs.cobs import DecodeError as _CDecodeError
+    from cobs.cobs import decode as _c_decode
+except ImportError:  # MicroPython (and a host without the package)
+    _c_decode = None
 
 
 def encode_into(src, n, dst):
@@ -48,6 +58,19 @@ def decode(src, n=-1):
     """
     if n < 0:
         n = len(src)
+    if n == 0:
+        return b""
+    if _c_decode is not None:
+        try:
+            whole = n == len(src) and isinstance(src, (bytes, bytearray))
+            return _c_decode(src if whole else bytes(src[:n]))
+        except _CDecodeError:
+            return None
+    return decode_py(src, n)
+
+
+def decode_py(src, n):
+    """decode() in Python: what the device runs."""
     if n == 0:
         return b""
     if src.find(b"\x00", 0, n) >= 0:

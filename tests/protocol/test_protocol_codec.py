@@ -73,6 +73,25 @@ def test_cobs_decode_rejects_without_raising(data):
     assert r is None or isinstance(r, bytes)
 
 
+def _stuffed(data):
+    out = bytearray(len(data) + len(data) // 254 + 2)
+    return bytes(out[: cobs.encode_into(data, len(data), out) - 1])
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=300).map(_stuffed),
+        st.lists(st.sampled_from([1, 2, 3, 254, 255]), max_size=300).map(bytes),
+    )
+)
+def test_host_c_cobs_decoder_agrees_with_the_device_decoder(data):
+    """The host's C un-stuffing (PyPI cobs) and decode_py (what the device runs) give the same
+    answer, valid or not, so the host accepts exactly the frames a detector would."""
+    assert cobs._c_decode is not None, "the pinned C decoder is not installed in this venv"
+    assert cobs.decode(data) == cobs.decode_py(data, len(data))
+
+
 @given(st.binary(max_size=200), st.binary(max_size=300))
 def test_hmac_matches_cpython(key, msg):
     assert auth.hmac_sha256(key, msg) == hmac.new(key, msg, sha256).digest()
