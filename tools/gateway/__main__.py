@@ -1,0 +1,5 @@
+import sys
+
+from tools.gateway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,379 @@
+"""Command line: run the gateway, query its database, report against a plan, send commands.
+
+    python -m tools.gateway run --registry fleet.csv --db efd.db --udp 127.0.0.1:47000
+    python -m tools.gateway query alarms --db efd.db
+    python -m tools.gateway report --db efd.db --plan tools/gateway/data/target_plan_2020.csv
+    python -m tools.gateway command --mqtt 127.0.0.1:1883 --device 100001 reset --channel all
+
+User mistakes (a missing file, a bad address, an unknown table) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+from tools.gateway import query as Q
+from tools.gateway.registry import PLAN_2020, RegistryError, load_plan, load_registry
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    try:
+        p = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT") from None
+    if not 0 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: port out of range")
+    return host or default_host, p
+
+
+def serial_spec(text: str) -> tuple[str, int]:
+    port, sep, baud = text.partition("@")
+    if not sep:
+        return port, 115200
+    try:
+        return port, int(baud)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PORT or PORT@BAUD") from None
+
+
+def id_list(text: str) -> list[int]:
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, sep, b = part.partition("-")
+            if sep:
+                out.extend(range(int(a, 0), int(b, 0) + 1))
+            elif part.strip():
+                out.append(int(part, 0))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ids like 1,2,5-9") from None
+    return out
+
+
+def _secret(args) -> bytes | None:
+    if getattr(args, "secret_file", None):
+        try:
+            return Path(args.secret_file).read_bytes().strip()
+        except OSError as e:
+            raise UsageError(f"{args.secret_file}: {e.strerror}") from None
+    env = os.environ.get("EFD_FLEET_SECRET")
+    return env.encode() if env else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.gateway",
+        description="Detector gateway: ingest (serial, UDP, MQTT), store (SQLite), republish.",
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the gateway service")
+    r.add_argument("--registry", required=True, help="fleet registry CSV (device,...,key)")
+    r.add_argument(
+        "--secret-file", help="fleet secret for keys not in the registry (or env EFD_FLEET_SECRET)"
+    )
+    r.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
+    r.add_argument(
+        "--name",
+        default="",
+        help="instance name (default: host-pid); with MQTT it "
+        "is the client id, keep it stable across restarts",
+    )
+    r.add_argument(
+        "--udp",
+        action="append",
+        type=host_port,
+        default=[],
+        metavar="HOST:PORT",
+        help="listen for datagrams (repeatable)",
+    )
+    r.add_argument("--mqtt", type=host_port, metavar="HOST:PORT", help="MQTT 5 broker")
+    r.add_argument("--share", metavar="GROUP", help="join shared subscription $share/GROUP/...")
+    r.add_argument(
+        "--no-mqtt-ingest", action="store_true", help="use MQTT only to republish and for commands"
+    )
+    r.add_argument("--prefix", default="efd", help="MQTT topic prefix (default: %(default)s)")
+    r.add_argument(
+        "--serial",
+        action="append",
+        type=serial_spec,
+        default=[],
+        metavar="PORT[@BAUD]",
+        help="serial port or pyserial URL (repeatable)",
+    )
+    r.add_argument(
+        "--poll",
+        type=id_list,
+        default=[],
+        metavar="IDS",
+        help="be the RS-485 polling master for these device ids (e.g. 1-32)",
+    )
+    r.add_argument("--poll-interval", type=float, default=1.0, help="seconds per bus cycle")
+    r.add_argument("--reply-timeout", type=float, default=0.1, help="seconds to wait per poll")
+    r.add_argument("--flush-interval", type=float, default=0.05, help="batch commit interval s")
+    r.add_argument("--batch", type=int, default=2000, help="rows per batch before a commit")
+    r.add_argument(
+        "--no-republish-telemetry",
+        action="store_true",
+        help="republish events/state only (telemetry JSON is the bulk)",
+    )
+    r.add_argument("--duration", type=float, help="stop after this many seconds")
+    r.add_argument("--ready-file", help="write a JSON line here once listening")
+    r.add_argument("-v", "--verbose", action="store_true")
+
+    q = sub.add_parser("query", help="query the database")
+    q.add_argument("what", choices=["alarms", "events", "devices", "offline", "counters", "export"])
+    q.add_argument("table", nargs="?", help="for export: " + ", ".join(Q.EXPORTS))
+    q.add_argument("--db", default="efd-gateway.db")
+    q.add_argument("--since", help="time: unix s, age (15m, 2h, 7d) or ISO 8601")
+    q.add_argument("--device", type=int)
+    q.add_argument("--kind", help="event kind (alarm, prealarm, fault, ...)")
+    q.add_argument("--all", action="store_true", help="alarms: include channels back to normal")
+    q.add_argument(
+        "--offline-after",
+        type=float,
+        default=Q.OFFLINE_AFTER_S,
+        help="seconds without a frame before a device is offline (default 300)",
+    )
+    q.add_argument("--limit", type=int)
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    q.add_argument("-o", "--out", help="write to this file instead of stdout")
+
+    rp = sub.add_parser("report", help="installed / online / in-alarm per unit vs a plan")
+    rp.add_argument("--db", default="efd-gateway.db")
+    rp.add_argument("--plan", default=str(PLAN_2020), help="plan CSV (default: the 2020 plan)")
+    rp.add_argument("--offline-after", type=float, default=Q.OFFLINE_AFTER_S)
+    rp.add_argument("--csv", action="store_true")
+    rp.add_argument("-o", "--out")
+
+    c = sub.add_parser("command", help="ask the gateways (over MQTT) to send a command")
+    c.add_argument("--mqtt", type=host_port, required=True, metavar="HOST:PORT")
+    c.add_argument("--prefix", default="efd")
+    c.add_argument("--device", type=int, required=True)
+    c.add_argument(
+        "name",
+        choices=[
+            "reset",
+            "selftest",
+            "set_config",
+            "time_sync",
+            "snapshot",
+            "reboot",
+            "get_config",
+        ],
+    )
+    c.add_argument("--channel", default="all", help="reset: channel name or 'all'")
+    c.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set_config: a parameter (repeatable)",
+    )
+    c.add_argument("--snap-id", type=int, default=0)
+    c.add_argument("--timeout", type=float, default=5.0)
+    return ap
+
+
+def command_fields(args) -> dict:
+    f: dict = {"cmd": args.name}
+    if args.name == "reset":
+        f["channel"] = args.channel
+    elif args.name == "set_config":
+        if not args.param:
+            raise UsageError("set_config needs at least one --param NAME=VALUE")
+        params = []
+        for p in args.param:
+            k, sep, v = p.partition("=")
+            try:
+                params.append([k.strip(), int(v)])
+            except ValueError:
+                raise UsageError(f"--param {p!r}: expected NAME=INTEGER") from None
+            if not sep:
+                raise UsageError(f"--param {p!r}: expected NAME=INTEGER")
+        f["params"] = params
+    elif args.name == "time_sync":
+        from protocol.frame import now
+
+        f["set_time"] = now()
+    elif args.name == "snapshot":
+        f["snap_id"] = args.snap_id
+    return f
+
+
+def _out(text: str, path: str | None) -> None:
+    if path:
+        try:
+            Path(path).write_text(text if text.endswith("\n") else text + "\n")
+        except OSError as e:
+            raise UsageError(f"{path}: {e.strerror}") from None
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _open(db: str) -> sqlite3.Connection:
+    from tools.gateway.store import connect
+
+    try:
+        return connect(db, readonly=True)
+    except FileNotFoundError:
+        raise UsageError(f"{db}: no such database (run the gateway first, or pass --db)") from None
+
+
+def cmd_query(args) -> int:
+    db = _open(args.db)
+    try:
+        since = Q.parse_time(args.since) if args.since else None
+        if args.what == "alarms":
+            cols, rows = Q.alarms(db, args.all)
+        elif args.what == "events":
+            cols, rows = Q.events(
+                db, since if since is not None else 0.0, args.device, args.kind, args.limit
+            )
+        elif args.what in ("devices", "offline"):
+            cols, rows = Q.devices(db, args.what == "offline", args.offline_after)
+        elif args.what == "counters":
+            cols, rows = Q.counters(db)
+        else:
+            if not args.table:
+                raise UsageError("export needs a table: " + ", ".join(Q.EXPORTS))
+            cols, rows = Q.export(db, args.table, since)
+            if not args.json:
+                args.csv = True
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{args.db}: not a gateway database ({e})") from None
+    finally:
+        db.close()
+    if args.json:
+        text = "\n".join(json.dumps(dict(zip(cols, r, strict=True))) for r in rows)
+    elif args.csv:
+        text = Q.format_csv(cols, rows)
+    else:
+        text = Q.format_table(cols, rows)
+    _out(text, args.out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    plan = load_plan(args.plan)
+    db = _open(args.db)
+    try:
+        cols, rows = Q.report(db, plan, args.offline_after)
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{args.db}: not a gateway database ({e})") from None
+    finally:
+        db.close()
+    _out(Q.format_csv(cols, rows) if args.csv else Q.format_table(cols, rows), args.out)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from tools.gateway.server import Options, serve
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.poll and not args.serial:
+        raise UsageError("--poll needs a --serial port (the bus to poll)")
+    if not (args.udp or args.mqtt or args.serial):
+        raise UsageError("nothing to listen on: give --udp, --mqtt and/or --serial")
+    devices = load_registry(args.registry, _secret(args))
+    opts = Options(
+        db=args.db,
+        devices=devices,
+        name=args.name,
+        udp=args.udp,
+        mqtt=args.mqtt,
+        mqtt_ingest=not args.no_mqtt_ingest,
+        share=args.share,
+        prefix=args.prefix,
+        serial=args.serial,
+        poll=args.poll,
+        reply_timeout=args.reply_timeout,
+        poll_interval=args.poll_interval,
+        flush_interval=args.flush_interval,
+        batch=args.batch,
+        republish_telemetry=not args.no_republish_telemetry,
+        duration=args.duration,
+        ready_file=args.ready_file,
+    )
+    asyncio.run(serve(opts))
+    return 0
+
+
+def cmd_command(args) -> int:
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    fields = command_fields(args)
+    got: dict = {}
+    done = threading.Event()
+    subscribed = threading.Event()
+    reply_topic = f"{args.prefix}/json/{args.device}/command"
+
+    def on_connect(c, u, flags, reason, props):
+        if not reason.is_failure:
+            c.subscribe(reply_topic, 1)
+
+    def on_subscribe(c, u, mid, reasons, props):
+        subscribed.set()
+
+    def on_message(c, u, msg):
+        got.update(json.loads(msg.payload))
+        done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    try:
+        c.connect(args.mqtt[0], args.mqtt[1], keepalive=10)
+    except OSError as e:
+        raise UsageError(f"cannot reach MQTT broker {args.mqtt[0]}:{args.mqtt[1]}: {e}") from None
+    c.loop_start()
+    try:
+        if not subscribed.wait(args.timeout):
+            raise UsageError("broker did not confirm the subscription")
+        c.publish(f"{args.prefix}/cmd/{args.device}", json.dumps(fields).encode(), qos=1)
+        if not done.wait(args.timeout):
+            raise UsageError(f"no gateway answered within {args.timeout:g} s")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    print(json.dumps(got))
+    return 0 if got.get("ok") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return {"run": cmd_run, "query": cmd_query, "report": cmd_report, "command": cmd_command}[
+            args.cmd
+        ](args)
+    except (UsageError, RegistryError, Q.QueryError) as e:
+        print(f"{ap.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # bind failed, port busy, serial port missing ...
+        print(f"{ap.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,256 @@
+"""Read-side of the gateway database: alarm state, events, device liveness, CSV export, and
+the fleet report against a target plan. Opens the database read-only; safe beside a running
+gateway (WAL)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+from tools.gateway.registry import PlanUnit
+
+OFFLINE_AFTER_S = 300.0  # a detector reports at least every minute; 5 missed reports = offline
+
+
+class QueryError(Exception):
+    """A user mistake (bad time, unknown table): printed without a traceback."""
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Unix seconds from: a number (unix seconds), a relative age ('90s', '15m', '2h', '7d'),
+    or an ISO 8601 date/time (UTC unless it carries an offset)."""
+    now = time.time() if now is None else now
+    t = text.strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", t)
+    if m:
+        mult = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now - float(m.group(1)) * mult
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise QueryError(
+            f"cannot read time {text!r}: use unix seconds, an age like 15m / 2h / 7d, "
+            "or ISO 8601 like 2026-05-03T19:00"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def iso(t: float | None) -> str:
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alarms(db: sqlite3.Connection, include_normal: bool = False) -> tuple[list[str], list[tuple]]:
+    where = "" if include_normal else "WHERE a.state != 'normal'"
+    rows = db.execute(
+        "SELECT a.device, d.name, d.district, d.category, a.channel, a.state, a.since, a.value, "
+        f"a.threshold FROM alarm_state a LEFT JOIN devices d USING (device) {where} "
+        "ORDER BY d.district, a.device, a.channel"
+    ).fetchall()
+    cols = [
+        "device",
+        "name",
+        "district",
+        "category",
+        "channel",
+        "state",
+        "since",
+        "value",
+        "threshold",
+    ]
+    return cols, [(*r[:6], iso(r[6]), *r[7:]) for r in rows]
+
+
+def events(
+    db: sqlite3.Connection,
+    since: float,
+    device: int | None = None,
+    kind: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[str], list[tuple]]:
+    q = (
+        "SELECT e.rx, e.device, d.name, d.district, e.kind, e.channel, e.value, e.threshold, "
+        "e.counter, e.dev_time, e.gateway FROM events e LEFT JOIN devices d USING (device) "
+        "WHERE e.rx >= ?"
+    )
+    args: list = [since]
+    if device is not None:
+        q += " AND e.device = ?"
+        args.append(device)
+    if kind is not None:
+        q += " AND e.kind = ?"
+        args.append(kind)
+    q += " ORDER BY e.rx, e.device, e.counter"
+    if limit:
+        q += f" LIMIT {int(limit)}"
+    cols = [
+        "rx",
+        "device",
+        "name",
+        "district",
+        "kind",
+        "channel",
+        "value",
+        "threshold",
+        "counter",
+        "dev_time",
+        "gateway",
+    ]
+    rows = [(iso(r[0]), *r[1:9], iso(r[9]), r[10]) for r in db.execute(q, args)]
+    return cols, rows
+
+
+def devices(
+    db: sqlite3.Connection,
+    offline_only: bool = False,
+    after: float = OFFLINE_AFTER_S,
+    now: float | None = None,
+) -> tuple[list[str], list[tuple]]:
+    now = time.time() if now is None else now
+    rows = db.execute(
+        "SELECT device, name, district, category, last_seen, transport, address, status "
+        "FROM devices ORDER BY district, device"
+    ).fetchall()
+    out = []
+    for dev, name, district, cat, last, tr, addr, status in rows:
+        online = last is not None and now - last <= after
+        if offline_only and online:
+            continue
+        age = "" if last is None else f"{now - last:.0f}"
+        out.append(
+            (
+                dev,
+                name,
+                district,
+                cat,
+                iso(last),
+                age,
+                "online" if online else "offline",
+                tr or "",
+                addr or "",
+                status if status is not None else "",
+            )
+        )
+    cols = [
+        "device",
+        "name",
+        "district",
+        "category",
+        "last_seen",
+        "age_s",
+        "link",
+        "transport",
+        "address",
+        "status",
+    ]
+    return cols, out
+
+
+def counters(db: sqlite3.Connection) -> tuple[list[str], list[tuple]]:
+    rows = db.execute("SELECT gateway, name, value FROM counters ORDER BY gateway, name")
+    return ["gateway", "counter", "value"], list(rows)
+
+
+EXPORTS = {
+    "events": "SELECT * FROM events ORDER BY rx, device, counter",
+    "telemetry": "SELECT * FROM telemetry ORDER BY id",
+    "devices": "SELECT * FROM devices ORDER BY device",
+    "alarms": "SELECT * FROM alarm_state ORDER BY device, channel",
+    "results": "SELECT * FROM results ORDER BY id",
+}
+
+
+def export(
+    db: sqlite3.Connection, table: str, since: float | None = None
+) -> tuple[list[str], list[tuple]]:
+    if table not in EXPORTS:
+        raise QueryError(f"unknown table {table!r} (one of: {', '.join(EXPORTS)})")
+    q = EXPORTS[table]
+    args: tuple = ()
+    if since is not None and table in ("events", "telemetry", "results"):
+        q = q.replace(" ORDER BY", " WHERE rx >= ? ORDER BY")
+        args = (since,)
+    cur = db.execute(q, args)
+    cols = [d[0] for d in cur.description]
+    return cols, [tuple(r.hex() if isinstance(r, bytes) else r for r in row) for row in cur]
+
+
+def report(
+    db: sqlite3.Connection,
+    plan: list[PlanUnit],
+    after: float = OFFLINE_AFTER_S,
+    now: float | None = None,
+) -> tuple[list[str], list[tuple]]:
+    """Per plan unit: target, installed (registered), reporting (ever heard from), online,
+    in alarm (a latched alarm on any channel), in fault, and progress against the target."""
+    now = time.time() if now is None else now
+    per: dict[str, list[int]] = {}
+    rows = db.execute(
+        "SELECT d.district, d.last_seen, "
+        "EXISTS(SELECT 1 FROM alarm_state a WHERE a.device=d.device AND a.state='alarm'), "
+        "EXISTS(SELECT 1 FROM alarm_state a WHERE a.device=d.device AND a.state='fault') "
+        "FROM devices d"
+    )
+    for district, last, alarm, fault in rows:
+        c = per.setdefault(district or "(none)", [0, 0, 0, 0, 0])
+        c[0] += 1
+        if last is not None:
+            c[1] += 1
+            if now - last <= after:
+                c[2] += 1
+        c[3] += int(alarm)
+        c[4] += int(fault)
+    out = []
+    tot = [0] * 6
+    for u in plan:
+        c = per.pop(u.unit, [0, 0, 0, 0, 0])
+        pct = f"{100 * c[0] / u.target:.0f}%" if u.target else ""
+        out.append((u.unit, u.kind, u.target, *c, pct))
+        tot[0] += u.target
+        for i in range(5):
+            tot[i + 1] += c[i]
+    for district, c in sorted(per.items()):  # devices tagged with a unit the plan lacks
+        out.append((district, "unplanned", 0, *c, ""))
+        for i in range(5):
+            tot[i + 1] += c[i]
+    pct = f"{100 * tot[1] / tot[0]:.0f}%" if tot[0] else ""
+    out.append(("TOTAL", "", *tot, pct))
+    cols = [
+        "unit",
+        "kind",
+        "target",
+        "installed",
+        "reporting",
+        "online",
+        "in_alarm",
+        "in_fault",
+        "installed_pct",
+    ]
+    return cols, out
+
+
+def format_table(cols: list[str], rows: list[tuple]) -> str:
+    cells = [cols] + [["" if v is None else str(v) for v in r] for r in rows]
+    w = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def format_csv(cols: list[str], rows: list[tuple]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    w.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,148 @@
+"""`python -m tools.gateway run`: the asyncio service around core.Gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.gateway.core import Gateway
+from tools.gateway.registry import Device
+from tools.gateway.store import Store
+
+log = logging.getLogger("efd.gateway")
+
+
+@dataclass
+class Options:
+    db: str
+    devices: dict[int, Device]
+    name: str = ""
+    udp: list[tuple[str, int]] = field(default_factory=list)
+    mqtt: tuple[str, int] | None = None
+    mqtt_ingest: bool = True
+    share: str | None = None
+    prefix: str = "efd"
+    serial: list[tuple[str, int]] = field(default_factory=list)
+    poll: list[int] = field(default_factory=list)
+    reply_timeout: float = 0.1
+    poll_interval: float = 1.0
+    flush_interval: float = 0.05
+    batch: int = 2000
+    republish_telemetry: bool = True
+    duration: float | None = None
+    ready_file: str | None = None
+    stats_every: float = 30.0
+
+
+async def serve(o: Options) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    name = o.name or f"{socket.gethostname()}-{os.getpid()}"
+    store = Store(o.db, gateway=name)
+    links: list[Any] = []
+    mqtt = None
+    publish = None
+    if o.mqtt:
+        from tools.gateway.transports import MqttLink
+
+        # The link exists before the gateway (which publishes through it); start() comes after.
+        mqtt = MqttLink(
+            None,
+            o.mqtt[0],
+            o.mqtt[1],
+            client_id=name,
+            prefix=o.prefix,
+            share=o.share,
+            ingest=o.mqtt_ingest,
+        )
+        publish = mqtt.publish
+    gw = Gateway(
+        o.devices,
+        store,
+        name=name,
+        publish=publish,
+        topic_prefix=o.prefix,
+        republish_telemetry=o.republish_telemetry,
+        batch=o.batch,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if mqtt is not None:
+            mqtt.gw = gw
+            mqtt.start(loop)
+            links.append(mqtt)
+        for host, port in o.udp:
+            from tools.gateway.transports import UdpLink
+
+            u = UdpLink(gw, host, port)
+            u.start(loop)
+            links.append(u)
+            log.info("udp listening on %s:%d", *u.address)
+        for sport, baud in o.serial:
+            from tools.gateway.transports import SerialLink
+
+            s = SerialLink(
+                gw,
+                sport,
+                baud,
+                poll=o.poll,
+                reply_timeout=o.reply_timeout,
+                poll_interval=o.poll_interval,
+                flush_request=gw.flush,
+            )
+            s.start(loop)
+            links.append(s)
+            log.info(
+                "serial %s at %d baud%s",
+                sport,
+                baud,
+                f", polling {len(o.poll)} devices" if o.poll else "",
+            )
+        if mqtt is not None:
+            t_end = time.monotonic() + 10
+            while not mqtt.subscribed.is_set() and time.monotonic() < t_end:
+                await asyncio.sleep(0.02)
+            if not mqtt.subscribed.is_set():
+                log.warning("mqtt not subscribed yet (broker down?); carrying on, will retry")
+        if o.ready_file:
+            Path(o.ready_file).write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "name": name,
+                        "udp": [list(u.address) for u in links if getattr(u, "name", "") == "udp"],
+                    }
+                )
+            )
+        log.info("gateway %s running with %d registered devices", name, len(o.devices))
+        t_end_run = None if o.duration is None else time.monotonic() + o.duration
+        next_stats = time.monotonic() + o.stats_every
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), o.flush_interval)
+            gw.flush()
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + o.stats_every
+                log.info("stats %s", json.dumps(gw.stats, sort_keys=True))
+            if t_end_run is not None and now >= t_end_run:
+                break
+    finally:
+        gw.flush()
+        for link in links:
+            with contextlib.suppress(Exception):
+                link.close()
+        store.close()
+        log.info("gateway %s stopped: %s", name, json.dumps(gw.stats, sort_keys=True))
+    return gw.stats

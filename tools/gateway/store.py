@@ -1,0 +1,264 @@
+"""SQLite storage: WAL journal, one transaction per batch.
+
+Tables (docs/gateway.md has the full description):
+  devices      one row per registered device: registry tags, last seen, last status
+  telemetry    one row per TELEMETRY frame (values in the detector's integer units)
+  events       one row per EVENT, UNIQUE(device, counter): the authenticated counter is the
+               natural key, so a retransmission can never be stored twice, whichever gateway
+               instance (sharing this file) receives it
+  alarm_state  latest state per (device, channel): alarm / prealarm / fault / normal
+  results      command results (RESULT frames)
+  counters     per gateway instance: frames in, stored, rejected by reason (never the frames)
+
+Several gateway processes may share one database file: WAL lets readers run beside the one
+writer, and busy_timeout serialises the writers' short batch transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from tools.gateway.registry import Device
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device      INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL DEFAULT '',
+    district    TEXT NOT NULL DEFAULT '',
+    category    TEXT NOT NULL DEFAULT '',
+    site        TEXT NOT NULL DEFAULT '',
+    first_seen  REAL,
+    last_seen   REAL,
+    transport   TEXT,
+    address     TEXT,
+    status      INTEGER,
+    fw          TEXT,
+    boot_count  INTEGER
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id          INTEGER PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    rx          REAL NOT NULL,
+    dev_time    INTEGER,
+    seq         INTEGER NOT NULL,
+    residual_ma INTEGER,
+    temp0_dc    INTEGER, temp1_dc INTEGER, temp2_dc INTEGER, temp3_dc INTEGER,
+    line0_ca    INTEGER, line1_ca INTEGER, line2_ca INTEGER,
+    status      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_device_rx ON telemetry(device, rx);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    counter     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    rx          REAL NOT NULL,
+    dev_time    INTEGER,
+    kind        TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    value       INTEGER NOT NULL,
+    threshold   INTEGER NOT NULL,
+    tag         BLOB NOT NULL,
+    gateway     TEXT NOT NULL,
+    UNIQUE(device, counter)
+);
+CREATE INDEX IF NOT EXISTS events_rx ON events(rx);
+CREATE TABLE IF NOT EXISTS alarm_state (
+    device      INTEGER NOT NULL,
+    channel     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    since       REAL NOT NULL,
+    value       INTEGER,
+    threshold   INTEGER,
+    PRIMARY KEY (device, channel)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    id          INTEGER PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    counter     INTEGER NOT NULL,
+    rx          REAL NOT NULL,
+    cmd_counter INTEGER NOT NULL,
+    cmd         TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    value       INTEGER NOT NULL,
+    UNIQUE(device, counter)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    gateway     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       INTEGER NOT NULL,
+    PRIMARY KEY (gateway, name)
+) WITHOUT ROWID;
+"""
+
+# Unix time <-> the wire's 2020 epoch (protocol.frame.EPOCH_UNIX); 0 on the wire = unset.
+EPOCH_UNIX = 1577836800
+
+# What an event does to a channel's alarm state. Alarms latch (GB 14287): only `reset`
+# (or a later fault/alarm) moves a latched channel; `clear` ends a pre-alarm only.
+_STATE_BY_KIND = {
+    "prealarm": "prealarm",
+    "ror": "prealarm",
+    "alarm": "alarm",
+    "fault": "fault",
+    "fault_clear": "normal",
+    "reset": "normal",
+}
+
+_INS_TEL = "INSERT INTO telemetry(device, rx, dev_time, seq, residual_ma, temp0_dc, temp1_dc, \
+temp2_dc, temp3_dc, line0_ca, line1_ca, line2_ca, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INS_EV = "INSERT OR IGNORE INTO events(device, counter, seq, rx, dev_time, kind, channel, value, \
+threshold, tag, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INS_RES = "INSERT OR IGNORE INTO results(device, counter, rx, cmd_counter, cmd, status, value) \
+VALUES (?,?,?,?,?,?,?)"
+
+
+def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(str(path))
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30)
+    else:
+        db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        db.executescript(SCHEMA)
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+class Store:
+    """Batched writer. The gateway appends rows to the lists, then flush() writes them in one
+    transaction and reports which events were new (so ACKs go out only after the commit)."""
+
+    def __init__(self, path: str | Path, gateway: str = "gw"):
+        self.path = str(path)
+        self.gateway = gateway
+        self.db = connect(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def register(self, devices: Iterable[Device]) -> None:
+        rows = [(d.device, d.name, d.district, d.category, d.site) for d in devices]
+        with self._tx():
+            self.db.executemany(
+                "INSERT INTO devices(device, name, district, category, site) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(device) DO UPDATE SET name=excluded.name, "
+                "district=excluded.district, category=excluded.category, site=excluded.site",
+                rows,
+            )
+
+    def last_events(self) -> dict[int, tuple[int, bytes]]:
+        """device -> (highest stored event counter, its tag): the replay high-water marks."""
+        cur = self.db.execute(
+            "SELECT device, counter, tag FROM events e WHERE counter = "
+            "(SELECT MAX(counter) FROM events WHERE device = e.device)"
+        )
+        return {d: (c, bytes(t)) for d, c, t in cur}
+
+    def has_event(self, device: int, counter: int, tag: bytes) -> bool:
+        r = self.db.execute(
+            "SELECT tag FROM events WHERE device=? AND counter=?", (device, counter)
+        ).fetchone()
+        return r is not None and bytes(r[0]) == bytes(tag)
+
+    def _tx(self):
+        return _Tx(self.db)
+
+    def flush(
+        self,
+        telemetry: list[tuple],
+        events: list[tuple],
+        results: list[tuple],
+        seen: dict[int, tuple],
+        counters: dict[str, int],
+    ) -> list[bool]:
+        """Write one batch. events rows follow _INS_EV's columns. seen: device ->
+        (last_seen, transport, address, status or None, fw or None, boot_count or None).
+        Returns, per event row, True if it was new (inserted), False if already stored."""
+        new: list[bool] = []
+        db = self.db
+        with self._tx():
+            if telemetry:
+                db.executemany(_INS_TEL, telemetry)
+            for row in events:
+                cur = db.execute(_INS_EV, row)
+                ok = cur.rowcount == 1
+                new.append(ok)
+                if ok:
+                    self._apply_event(row)
+            if results:
+                db.executemany(_INS_RES, results)
+            if seen:
+                db.executemany(
+                    "UPDATE devices SET last_seen=MAX(COALESCE(last_seen, 0), ?), "
+                    "first_seen=COALESCE(first_seen, ?), transport=?, address=?, "
+                    "status=COALESCE(?, status), fw=COALESCE(?, fw), "
+                    "boot_count=COALESCE(?, boot_count) WHERE device=?",
+                    [(s[0], s[0], s[1], s[2], s[3], s[4], s[5], d) for d, s in seen.items()],
+                )
+            if counters:
+                db.executemany(
+                    "INSERT INTO counters(gateway, name, value) VALUES (?,?,?) ON CONFLICT "
+                    "(gateway, name) DO UPDATE SET value = value + excluded.value",
+                    [(self.gateway, k, v) for k, v in counters.items() if v],
+                )
+        return new
+
+    def _apply_event(self, row: tuple) -> None:
+        device, _c, _s, rx, _t, kind, channel, value, threshold = row[:9]
+        state = _STATE_BY_KIND.get(kind)
+        if kind == "clear":
+            # The condition has gone: a pre-alarm ends, a latched alarm stays until reset.
+            self.db.execute(
+                "UPDATE alarm_state SET state='normal', since=?, value=? "
+                "WHERE device=? AND channel=? AND state='prealarm'",
+                (rx, value, device, channel),
+            )
+            return
+        if state is None:
+            return
+        if state == "prealarm":
+            # A pre-alarm never downgrades a latched alarm or an active fault.
+            self.db.execute(
+                "INSERT INTO alarm_state VALUES (?,?,?,?,?,?) ON CONFLICT(device, channel) "
+                "DO UPDATE SET state=excluded.state, since=excluded.since, value=excluded.value,"
+                " threshold=excluded.threshold WHERE state NOT IN ('alarm', 'fault')",
+                (device, channel, state, rx, value, threshold),
+            )
+            return
+        if state == "normal" and kind == "reset" and channel == "all":
+            self.db.execute(
+                "UPDATE alarm_state SET state='normal', since=? WHERE device=?", (rx, device)
+            )
+            return
+        self.db.execute(
+            "INSERT INTO alarm_state VALUES (?,?,?,?,?,?) ON CONFLICT(device, channel) DO "
+            "UPDATE SET state=excluded.state, since=excluded.since, value=excluded.value, "
+            "threshold=excluded.threshold",
+            (device, channel, state, rx, value, threshold),
+        )
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, et, e, tb) -> None:
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")
+
+
+def wire_to_unix(t: int) -> int | None:
+    return None if not t else t + EPOCH_UNIX
+
+
+def now() -> float:
+    return time.time()
