@@ -111,6 +111,7 @@ def _panel(ax: Axes, g: Group, res: Result, syn: Synth, t: np.ndarray, scale_t: 
     chans = _channels(g, res)
     _, div = UNITS[chans[0]]
     tt = t / scale_t
+    drew_truth = False
     for i, ch in enumerate(chans):
         colour = CHANNEL_COLOURS[i % len(CHANNEL_COLOURS)]
         label = ch if len(chans) > 1 or g.channels[0] != "residual" else "measured"
@@ -125,6 +126,7 @@ def _panel(ax: Axes, g: Group, res: Result, syn: Synth, t: np.ndarray, scale_t: 
             else:
                 ax.plot(*_reduce(tt, y), color=colour, lw=1.4, label=label)
         truth = _truth(ch, syn, t)
+        drew_truth = drew_truth or truth is not None
         if truth is not None:
             ax.plot(*_reduce(tt, truth), color=colour, lw=0.8, ls=(0, (4, 3)), alpha=0.6)
     _levels(ax, chans, res)
@@ -136,8 +138,9 @@ def _panel(ax: Axes, g: Group, res: Result, syn: Synth, t: np.ndarray, scale_t: 
     lo, hi = ax.get_ylim()
     ax.set_ylim(min(0.0, lo), hi + 0.06 * (hi - min(0.0, lo)))  # room for the level labels
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="#666", lw=0.8, ls=(0, (4, 3))))
-    labels.append("scenario (true)")
+    if drew_truth:
+        handles.append(Line2D([], [], color="#666", lw=0.8, ls=(0, (4, 3))))
+        labels.append("scenario (true)")
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
 
 

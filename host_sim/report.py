@@ -26,16 +26,24 @@ def _fmt(d: dict, key: str) -> str:
     return f"{num} {unit}".strip()
 
 
+def _clock(t: float) -> str:
+    h, rem = divmod(t, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{int(h)}:{int(m):02d}:{sec:04.1f}"
+
+
 def table(events: list[SimEvent], out: TextIO, max_rows: int = 100) -> None:
     if not events:
         print("  (no events)", file=out)
         return
     rows = [e.as_json() for e in events[:max_rows]]
+    long = events[-1].t >= 3600  # hours of simulation: a clock reads better than seconds
     cells = [
-        (f"{d['t']:.1f}", d["kind"], d["channel"], _fmt(d, "value"), _fmt(d, "threshold"))
+        (_clock(d["t"]) if long else f"{d['t']:.1f}", d["kind"], d["channel"],
+         _fmt(d, "value"), _fmt(d, "threshold"))
         for d in rows
-    ]
-    head = ("t (s)", "kind", "channel", "value", "threshold")
+    ]  # fmt: skip
+    head = ("t (h:mm:ss)" if long else "t (s)", "kind", "channel", "value", "threshold")
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     line = "  ".join(
         h.rjust(widths[0]) if i == 0 else h.ljust(widths[i]) for i, h in enumerate(head)
