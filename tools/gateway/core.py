@@ -101,6 +101,7 @@ class Gateway:
         self._seen: dict[int, tuple] = {}
         self._last_log: dict[str, float] = {}
         self.on_flush: Callable[[], None] | None = None  # hook for the event loop / tests
+        self.default_link: Link | None = None  # route for commands to devices not heard yet
 
     # -- accounting --------------------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -342,7 +343,12 @@ class Gateway:
             raise ValueError(f"unknown device {device}")
         if st.enc is None:
             raise ValueError(f"device {device} has no key: commands must be authenticated")
-        if st.link is None:
+        link, addr = st.link, st.addr
+        if link is None:
+            # Not heard by this instance (a sibling behind the same shared subscription may
+            # have): MQTT still reaches it on its own downlink topic.
+            link, addr = self.default_link, None
+        if link is None:
             raise ValueError(f"device {device} has not been heard from: no route to it")
         now = time.time()
         try:
@@ -355,9 +361,9 @@ class Gateway:
             )
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"bad command {fields!r}: {e}") from None
-        st.link.send(device, wire, st.addr)
+        link.send(device, wire, addr)
         self.count("command_sent")
-        return f"sent {fields.get('cmd')} to {device} via {st.link.name}"
+        return f"sent {fields.get('cmd')} to {device} via {link.name}"
 
     # -- republish ---------------------------------------------------------------------------
     def _pub(self, device: int, kind: str, f: fr.Frame, now: float) -> None:

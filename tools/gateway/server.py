@@ -80,6 +80,7 @@ async def serve(o: Options) -> dict[str, int]:
     try:
         if mqtt is not None:
             mqtt.gw = gw
+            gw.default_link = mqtt
             mqtt.start(loop)
             links.append(mqtt)
         for host, port in o.udp:
