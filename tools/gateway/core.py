@@ -311,6 +311,12 @@ class Gateway:
         if self.on_flush is not None:
             self.on_flush()
 
+    def close(self) -> None:
+        """Final flush: the batch, then the counters its commit produced (stored, ACKs sent),
+        which otherwise ride along with the next batch."""
+        self.flush()
+        self.flush()
+
     def _next_counter(self, st: _Dev, now: float) -> int:
         c = max(st.host_ctr + 1, host_counter_floor(now))
         st.host_ctr = c

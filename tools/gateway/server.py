@@ -140,7 +140,7 @@ async def serve(o: Options) -> dict[str, int]:
             if t_end_run is not None and now >= t_end_run:
                 break
     finally:
-        gw.flush()
+        gw.close()
         for link in links:
             with contextlib.suppress(Exception):
                 link.close()
