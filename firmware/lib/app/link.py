@@ -107,6 +107,8 @@ class Link:
                 self.inflight_wire = None
                 self.retx_ms = RETX_FIRST_MS
                 self.stats[2] += 1
+        if t == M.POLL:
+            self.tele_at = now  # a POLL asks for the latest telemetry now
         # Any authentic frame (or a POLL) means the host is back: retransmit without waiting.
         if self.inflight:
             self.retx_at = now
