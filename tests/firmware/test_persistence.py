@@ -1,0 +1,171 @@
+"""Flash persistence under MicroPython: atomic settings under a kill at every write step, the
+event ring across reopen (reboot), and a simulated hour of the whole firmware in a small heap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests import mpy
+from tools import fwbuild
+
+pytestmark = pytest.mark.micropython
+STEPS = ["open", "write1", "write2", "flush", "close", "rename"]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    out = tmp_path_factory.mktemp("img")
+    fwbuild.build("x64", out)
+    return out
+
+
+def run_in(flash, image, script, heapsize="256k", env=None):
+    e = dict(os.environ, MICROPYPATH=str(image / "lib"), **(env or {}))
+    return subprocess.run(
+        [mpy.binary(), "-X", f"heapsize={heapsize}", "-c", script],
+        cwd=flash,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_config_write_killed_at_every_step(tmp_path, image, step):
+    (tmp_path / "config.json").write_text(json.dumps({"leak_set_ma": 300}))
+    # The hook ends the process at `step`, mid-save: like a power cut at that instant (the unix
+    # port's files are unbuffered, so what was written is on "flash").
+    script = f"""
+import sys
+from app import settings, store
+def hook(name):
+    if name == {step!r}:
+        sys.exit(7)
+store.hook = hook
+settings.save({{"leak_set_ma": 500, "leak_delay_s": 3}})
+"""
+    r = run_in(tmp_path, image, script)
+    assert r.returncode == 7, r.stderr
+    r = run_in(tmp_path, image, "from app import settings; print(settings.load())")
+    assert r.returncode == 0, r.stderr
+    got = r.stdout.strip()
+    old = "({'leak_set_ma': 300}, True)"
+    assert got in (
+        old,
+        str(({"leak_delay_s": 3, "leak_set_ma": 500}, True)),
+        str(({"leak_set_ma": 500, "leak_delay_s": 3}, True)),
+    ), got
+    assert (got == old) == (step != "rename"), "new config only once renamed"
+
+
+def test_invalid_config_rejected_with_reason(tmp_path, image):
+    r = run_in(
+        tmp_path,
+        image,
+        """
+from app import settings
+new, bad = settings.validate_update({}, [["leak_set_ma", 5000]])
+print(new, bad)
+new, bad = settings.validate_update({}, [["leak_delay_s", 2], ["temp_set_c", 20]])
+print(new, bad)
+try:
+    settings.save({"leak_set_ma": 5000})
+except Exception:
+    print("refused")
+""",
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["None 2", "None 6", "refused"]  # wire param ids
+
+
+def test_event_ring_survives_reopen_and_wraps(tmp_path, image):
+    r = run_in(
+        tmp_path,
+        image,
+        """
+from app.evlog import EventLog, CAP
+log = EventLog()
+for i in range(CAP + 10):
+    log.append(i, 1000 + i, i & 255, 2, 0, 300 + i, 300)
+log.ack(5)
+print(CAP, log.head, log.first_pending(), log.pending())
+log.close()
+log = EventLog()
+print(log.head, log.acked, log.first_pending(), log.read(log.head), log.read(3))
+log.ack(log.head)
+log.close()
+print(EventLog().pending())
+""",
+    )
+    assert r.returncode == 0, r.stderr
+    a, b, c = r.stdout.strip().splitlines()
+    cap = int(a.split()[0])
+    assert cap >= 1000
+    assert a.split()[1:] == [str(cap + 10), "11", str(cap)]  # the oldest 10 were overwritten
+    head, acked, first = (int(x) for x in b.split()[:3])
+    assert (head, acked, first) == (cap + 10, 5, 11)
+    assert b.endswith("None")  # id 3 was overwritten
+    assert c == "0"
+
+
+def test_torn_record_is_skipped(tmp_path, image):
+    run_in(
+        tmp_path,
+        image,
+        """
+from app.evlog import EventLog
+log = EventLog()
+for i in range(3):
+    log.append(i, i, i, 2, 0, i, 0)
+""",
+    )
+    data = bytearray((tmp_path / "events.bin").read_bytes())
+    data[16 + 3 * 32 + 5] ^= 0xFF  # corrupt record id 3 (a write cut short)
+    (tmp_path / "events.bin").write_bytes(data)
+    r = run_in(tmp_path, image, "from app.evlog import EventLog; l = EventLog(); print(l.head)")
+    assert r.stdout.strip() == "2"
+
+
+HOUR = """
+import gc, micropython
+from app.hal_sim import SimHal
+from app import run
+hal = SimHal(clock="sim")
+app = run.App(hal)
+peak = 0
+for minute in range(60):
+    # Leakage comes and goes every few minutes: alarms, events into the log, resets.
+    hal.res_ma = 400 if minute % 7 == 3 else 50
+    hal.dirty = True
+    for _ in range(10):
+        app.run(60)
+        a = gc.mem_alloc()
+        if a > peak:
+            peak = a
+    if minute % 7 == 5:
+        app.det.reset(hal.ticks_ms())
+gc.collect()
+print(app.windows, app.log.head, app.errors, peak, gc.mem_alloc())
+"""
+
+
+def test_firmware_runs_a_simulated_hour_in_a_small_heap(tmp_path, image):
+    (tmp_path / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
+    r = run_in(tmp_path, image, HOUR, heapsize="128k")
+    assert r.returncode == 0, r.stdout + r.stderr
+    windows, events, errors, _peak, end = (int(x) for x in r.stdout.split()[-5:])
+    assert windows == 36000 and events >= 10 and errors == 0
+    assert end < 128 * 1024
+
+
+@pytest.mark.xfail(strict=True, reason="x64 unix port: imports alone take ~73 KB (see report)")
+def test_firmware_hour_in_64k(tmp_path, image):
+    (tmp_path / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
+    r = run_in(tmp_path, image, HOUR, heapsize="64k")
+    assert r.returncode == 0, r.stderr
