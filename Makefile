@@ -50,3 +50,27 @@ bench: $(STAMP)  ## benchmarks: prints a table, writes bench/results.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules
+
+# -- firmware (docs/firmware.md) ------------------------------------------------------------------
+PORT ?=
+DEVICE ?=
+KEY_FILE ?=
+CONFIG ?=
+.PHONY: firmware virtual-device deploy provision check-esp32
+
+firmware: $(STAMP)  ## build the ESP32 image (lib as xtensawin .mpy) into build/fw
+	$(PY) -m tools.fwbuild --arch xtensawin --out build/fw
+
+virtual-device: $(STAMP)  ## run the firmware on a pty (ARGS="--scenario host_sim/scenarios/demo.toml")
+	$(PY) -m tools.virtual_device $(ARGS)
+
+deploy: $(STAMP)  ## compile + copy the firmware with mpremote, then reset: make deploy PORT=/dev/ttyUSB0
+	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the virtual console pty)"; exit 2; }
+	$(PY) -m tools.deploy $(PORT)
+
+provision: $(STAMP)  ## write device id, key, config: make provision PORT=.. DEVICE=0x.. KEY_FILE=.. [CONFIG=x.json]
+	@test -n "$(PORT)" -a -n "$(DEVICE)" -a -n "$(KEY_FILE)" || { echo "usage: make provision PORT=.. DEVICE=0x12345678 KEY_FILE=key.hex [CONFIG=settings.json]"; exit 2; }
+	$(PY) -m tools.deploy $(PORT) --provision --device $(DEVICE) --key-file $(KEY_FILE) $(if $(CONFIG),--config $(CONFIG))
+
+check-esp32: $(STAMP)  ## ESP32 HAL: mpy-cross -march=xtensawin + mypy against micropython-esp32-stubs
+	$(PY) -m tools.check_esp32

@@ -37,7 +37,11 @@ def render(scenario_path: str | Path, out: str | Path) -> dict:
             temps = syn.temp_codes(w0, w1)
             for w in range(w0, w1):
                 for c in cts:
-                    f.write(np.ascontiguousarray(c[(w - w0) * 200 : (w - w0 + 1) * 200], "<u2"))
+                    f.write(
+                        np.ascontiguousarray(
+                            c[(w - w0) * 200 : (w - w0 + 1) * 200], "<u2"
+                        ).tobytes()
+                    )
                 f.write(np.ascontiguousarray(temps[w - w0], "<u2").tobytes())
                 sec, rem = divmod(w + 1, per_s)
                 pulses = arc[sec - 1] if rem == 0 and 0 < sec <= len(arc) else 0

@@ -187,7 +187,7 @@ class Supervisor:
         return self.args.loss > 0 and self.rng.random() < self.args.loss
 
     def pump(self, timeout: float) -> None:
-        fds = [self.con_m, self.link_m, self.link_sock, self.wdt_sock]
+        fds: list = [self.con_m, self.link_m, self.link_sock, self.wdt_sock]
         if self.child_m >= 0:
             fds.append(self.child_m)
         r, _, _ = select.select(fds, [], [], timeout)

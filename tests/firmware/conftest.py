@@ -45,7 +45,11 @@ class VDev:
         end = time.monotonic() + 30
         while not self.state_path.exists():
             if time.monotonic() > end or self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.poll() is not None else b""
+                out = (
+                    self.proc.stdout.read()
+                    if self.proc.stdout and self.proc.poll() is not None
+                    else b""
+                )
                 raise RuntimeError(f"virtual device did not start: {out!r}")
             time.sleep(0.05)
 

@@ -55,3 +55,21 @@ def test_deploy_alarm_reset_and_unauthenticated_refusal(vdev_factory):
     wait_for(link, lambda d: d["type"] == "event" and d["kind"] == "reset", 10)
     tele = wait_for(link, lambda d: d["type"] == "telemetry", 5, True)
     assert not tele["status"] & 1, "authenticated reset clears the latch"
+
+
+def test_mip_install_from_package_json(vdev_factory):
+    v = vdev_factory(blank=True)
+
+    pkg = deploy.ROOT / "firmware" / "package.json"
+    out = deploy.run_mp(v.state["console"], "mip", "install", "--target", "lib", str(pkg))
+    assert "Installing" in out
+    for rel in ("lib/efd/detector.py", "lib/app/run.py", "lib/protocol/frame.py"):
+        assert (v.flash / rel).exists(), rel
+    # The installed sources import and run on the device.
+    out = deploy.run_mp(
+        v.state["console"],
+        "exec",
+        "import sys; sys.path.append('lib'); "
+        "from efd.detector import Detector; from app import settings; print('ok')",
+    )
+    assert "ok" in out
