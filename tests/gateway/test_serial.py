@@ -52,7 +52,7 @@ def test_polling_master_on_a_multidrop_bus(tmp_path):
     name = os.ttyname(slave)
     ids = [1, 2, 3]
     keys = {d: derive_key(SECRET, d) for d in [*ids, 4]}
-    dets = {d: VirtualDetector(d, keys[d], retry_s=60) for d in ids}
+    dets = {d: VirtualDetector(d, keys[d], retry_s=60, polled=True) for d in ids}
     dets[2].raise_event(ev.PREALARM, ev.RESIDUAL, 220, 210)
     dets[2].raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)
     dets[2].raise_event(ev.ALARM, ev.TEMP0, 760, 700)
@@ -67,7 +67,7 @@ def test_polling_master_on_a_multidrop_bus(tmp_path):
     try:
         stats = asyncio.run(serve(Options(
             db=str(db), devices=devices, name="bus", serial=[(name, 115200)],
-            poll=[*ids, 4], poll_interval=0.2, reply_timeout=0.1, duration=3.0,
+            poll=[*ids, 4], poll_interval=0.2, duration=3.0,
             flush_interval=0.02)))  # fmt: skip
     finally:
         stop.set()

@@ -60,8 +60,10 @@ class VirtualDetector:
         boot_count: int = 1,
         retry_s: float = 1.0,
         seed: int = 0,
+        polled: bool = False,
     ):
         self.device = device
+        self.polled = polled  # RS-485: every frame addressed to it gets exactly one reply
         self.key = Key(key)
         self.boot = boot_count
         self._n = 0
@@ -197,9 +199,10 @@ class VirtualDetector:
                     and fl["ack_type"] == M.TYPE_NAMES[s.typ]):  # fmt: skip
                 self.inflight = None
                 self.stats.acked += 1
-                nxt = self.uplink(now, now_wire)
-                return [nxt] if nxt else []
-            return []
+            nxt = self.uplink(now, now_wire)
+            if nxt is None and self.polled:
+                nxt = self.telemetry(now_wire)
+            return [nxt] if nxt else []
         if f.type == M.COMMAND:
             return self._command(f.fields, f.counter, now, now_wire)
         if f.type == M.POLL:

@@ -125,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="be the RS-485 polling master for these device ids (e.g. 1-32)",
     )
     r.add_argument("--poll-interval", type=float, default=1.0, help="seconds per bus cycle")
-    r.add_argument("--reply-timeout", type=float, default=0.1, help="seconds to wait per poll")
+    r.add_argument(
+        "--reply-timeout",
+        type=float,
+        help="seconds to wait for a reply on the "
+        "bus (default: 20 ms + a 256-byte frame at the baud rate, SPEC.md section 9)",
+    )
     r.add_argument("--flush-interval", type=float, default=0.05, help="batch commit interval s")
     r.add_argument("--batch", type=int, default=2000, help="rows per batch before a commit")
     r.add_argument(

@@ -261,7 +261,11 @@ class Gateway:
         ) or any(m[0].device == f.device and m[0].counter == f.counter for m in self._res_meta)
         if pending or (f.type == M.EVENT and self.store.has_event(f.device, f.counter, f.tag)):
             self.count("duplicate:" + f.name)
-            self._reack.append((f, link, addr))
+            if f.type == M.EVENT:  # an event's ACK may have been lost: answer again
+                self._reack.append((f, link, addr))
+            return
+        if f.type == M.RESULT:  # a cached RESULT re-sent for a retransmitted command
+            self.count("duplicate:result")
             return
         if err.code == fr.E_DUPLICATE:
             # Accepted in memory but not stored (a failed batch): take it as new.
@@ -301,9 +305,8 @@ class Gateway:
             if is_new and self.publish is not None:
                 self._pub(f.device, "event", f, now)
                 self._pub_state(f)
-        for f, link, addr in rmeta:
+        for f, _link, _addr in rmeta:  # RESULTs are not ACKed (SPEC.md section 8)
             self.count("stored:result")
-            self._ack(f, link, addr, now)
             if self.publish is not None:
                 self._pub(f.device, "result", f, now)
         for f, link, addr in reack:

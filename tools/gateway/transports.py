@@ -243,7 +243,7 @@ class SerialLink:
         port: str,
         baud: int = 115200,
         poll: list[int] | None = None,
-        reply_timeout: float = 0.1,
+        reply_timeout: float | None = None,
         poll_interval: float = 1.0,
         flush_request: Callable[[], None] | None = None,
     ):
@@ -254,7 +254,8 @@ class SerialLink:
         self.port = port
         self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.02)
         self.poll = poll or []
-        self.reply_timeout = reply_timeout
+        # SPEC.md section 9: 20 ms turnaround + a maximum frame (256 bytes, 10 bits each).
+        self.reply_timeout = reply_timeout or 0.020 + 256 * 10 / baud
         self.poll_interval = poll_interval
         self.flush_request = flush_request
         self.dec = StreamDecoder()
@@ -293,20 +294,10 @@ class SerialLink:
             if not self.stop.is_set():
                 log.error("serial %s stopped: %s", self.port, e)
 
-    def _write_queued(self) -> None:
-        while True:
-            try:
-                w = self.out.get_nowait()
-            except queue.Empty:
-                return
-            self.ser.write(b"\x00" + w)  # leading 0x00 ends any partial frame (SPEC §3)
-
-    def _poll_one(self, device: int) -> list:
-        enc = self._poll_enc.get(device)
-        if enc is None:
-            enc = self._poll_enc[device] = fr.Encoder(device)
-        self._write_queued()
-        self.ser.write(b"\x00" + enc.message(M.POLL, fr.now(), {}))
+    def _slot(self, wire: bytes) -> list:
+        """One bus slot (SPEC.md section 9): write a downlink frame (POLL, ACK or COMMAND),
+        then wait for the addressed detector's single reply (or the timeout)."""
+        self.ser.write(b"\x00" + wire)  # leading 0x00 ends any partial frame (SPEC §3)
         self.dec.reset()
         got: list = []
         deadline = time.monotonic() + self.reply_timeout
@@ -314,6 +305,24 @@ class SerialLink:
             data = self.ser.read(512)
             if data:
                 got = self._dispatch(self.dec.feed(data))
+        return got
+
+    def _queued(self) -> list:
+        """Send every queued ACK/COMMAND, each in its own slot; return the replies."""
+        out: list = []
+        while not self.stop.is_set():
+            try:
+                w = self.out.get_nowait()
+            except queue.Empty:
+                break
+            out.extend(self._slot(w))
+        return out
+
+    def _poll_one(self, device: int) -> list:
+        enc = self._poll_enc.get(device)
+        if enc is None:
+            enc = self._poll_enc[device] = fr.Encoder(device)
+        got = self._slot(enc.message(M.POLL, fr.now(), {}))
         if not got:
             self.gw_count("poll_timeout")
         return got
@@ -322,28 +331,32 @@ class SerialLink:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.gw.count, name)
 
+    @staticmethod
+    def _more(got: list) -> bool:
+        return any(
+            r.ok
+            and (r.type == M.EVENT or (r.type == M.TELEMETRY and r.fields["status"] & M.ST_PENDING))
+            for r in got
+        )
+
     def _master(self) -> None:
         while not self.stop.is_set():
             t0 = time.monotonic()
             for dev in self.poll:
-                # A detector with more to say (an event, or ST_PENDING) is polled again once
-                # the gateway has stored and ACKed what it sent; bounded per cycle.
+                if self.stop.is_set():
+                    return
+                got = self._queued() + self._poll_one(dev)
+                # An event (or ST_PENDING): the gateway commits it, the ACK goes out in its own
+                # slot, and the detector's reply to the ACK is its next event or telemetry.
+                # Bounded per cycle so one chatty detector cannot hold the bus.
                 for _ in range(8):
-                    if self.stop.is_set():
-                        return
-                    got = self._poll_one(dev)
-                    again = any(
-                        r.ok
-                        and (
-                            r.type == M.EVENT
-                            or (r.type == M.TELEMETRY and r.fields["status"] & M.ST_PENDING)
-                        )
-                        for r in got
-                    )
-                    if not again:
+                    if not self._more(got) or self.stop.is_set():
                         break
                     self._wait_ack()
-            self._write_queued()
+                    got = self._queued()
+                    if not got:
+                        got = self._poll_one(dev)
+            self._queued()
             rest = self.poll_interval - (time.monotonic() - t0)
             if rest > 0:
                 self.stop.wait(rest)
