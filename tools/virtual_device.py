@@ -86,6 +86,7 @@ class Supervisor:
         self.wdt_armed = False
         self.wdt_last = 0.0
         self.killed_by_wdt = False
+        self.reboot_requested = False
         self.rx = b""  # link bytes from the host, not yet a whole frame
         self.boots = 0
         self.stop = False
@@ -129,6 +130,7 @@ class Supervisor:
         self.child_m = m
         self.wdt_armed = False
         self.killed_by_wdt = False
+        self.reboot_requested = False
         self.boots += 1
         self.write_state()
         self.log(f"firmware started (pid {self.child.pid}, reset cause {self.cause})")
@@ -144,7 +146,9 @@ class Supervisor:
         with contextlib.suppress(OSError):
             os.close(self.child_m)
         self.child_m = -1
-        if self.killed_by_wdt:
+        if self.reboot_requested:
+            self.cause = CAUSE_SOFT
+        elif self.killed_by_wdt:
             self.cause = CAUSE_WATCHDOG
         elif rc == 0:
             self.cause = CAUSE_SOFT
@@ -223,6 +227,9 @@ class Supervisor:
                     self.wdt_last = time.monotonic()
                 elif d == b"X":
                     self.wdt_armed = False
+                elif d == b"R" and self.child and self.child.poll() is None:
+                    self.reboot_requested = True  # the firmware's reboot: a soft reset
+                    self.child.kill()
 
     def run(self) -> int:
         print(f"console: {self.console}", flush=True)

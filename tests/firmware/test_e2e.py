@@ -73,3 +73,43 @@ def test_mip_install_from_package_json(vdev_factory):
         "from efd.detector import Detector; from app import settings; print('ok')",
     )
     assert "ok" in out
+
+
+def test_commands_selftest_set_config_snapshot_reboot(vdev_factory):
+    v = vdev_factory()  # flash preinstalled with the x64 image
+    link = HostLink(v.state["link"], DEVICE, KEY)
+    # (Its boot HELLO went out before the port was opened: wait for the firmware via a POLL.)
+    wait_for(link, lambda d: d["type"] == "telemetry", 20, poll=True)
+    res = link.command({"cmd": "selftest"}, timeout=10)
+    assert res is not None and res["status"] == "ok" and res["value"] == 1
+    wait_for(link, lambda d: d["type"] == "event" and d["kind"] == "selftest", 10)
+    bad = link.command({"cmd": "set_config", "params": [["leak_set_ma", 5000]]})
+    assert bad is not None and bad["status"] == "bad_argument" and bad["value"] == 2
+    ok = link.command({"cmd": "set_config", "params": [["leak_set_ma", 500]]})
+    assert ok is not None and ok["status"] == "ok"
+    cfg = wait_for(link, lambda d: d["type"] == "config", 5)
+    assert ["leak_set_ma", 500] in cfg["params"]
+    snap = link.command({"cmd": "snapshot", "snap_id": 0})
+    assert snap is not None and snap["status"] == "ok"
+    chunk = wait_for(link, lambda d: d["type"] == "snapshot", 5)
+    assert chunk["chunks"] == 3 and len(chunk["samples"]) == 96
+    assert link.command({"cmd": "time_sync", "set_time": 200_000_000})["status"] == "ok"
+    assert link.command({"cmd": "reboot"})["status"] == "ok"
+    v.wait_boots(2)
+    hello = wait_for(link, lambda d: d["type"] == "hello", 20)
+    assert hello["reset_cause"] == "soft"
+    # The new setting survived the reboot (persisted atomically).
+    cfg = link.command({"cmd": "get_config"})
+    assert cfg is not None
+    cfg = wait_for(link, lambda d: d["type"] == "config", 5)
+    assert ["leak_set_ma", 500] in cfg["params"]
+
+
+def test_watchdog_resets_a_hung_loop(vdev_factory):
+    v = vdev_factory("--wdt-s", "2")
+    link = HostLink(v.state["link"], DEVICE, KEY)
+    wait_for(link, lambda d: d["type"] == "telemetry", 20, poll=True)
+    v.ctl("hang")  # the main loop stops feeding the watchdog
+    v.wait_boots(2, timeout=15)
+    hello = wait_for(link, lambda d: d["type"] == "hello", 20)
+    assert hello["reset_cause"] == "watchdog"

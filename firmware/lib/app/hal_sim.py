@@ -319,6 +319,15 @@ class SimHal:
         return self.cause
 
     def reboot(self):
-        # The unix process exits; the supervisor starts it again with the flash folder kept.
+        # The unix process must end for the supervisor to boot it again, but a SystemExit out
+        # of main.py would only drop `micropython -i` into its REPL: so ask the supervisor
+        # (its watchdog channel) to restart us, as a soft reset.
         print("[sim] reboot")
+        if self.wdt is not None:
+            try:
+                self.wdt.sendto(b"R", self.wdt_addr)
+            except OSError:
+                pass
+            while True:
+                time.sleep_ms(100)
         sys.exit(0)
