@@ -4,8 +4,15 @@
 # the peer's key (E_BAD_TAG; state untouched, so forgeries cannot advance the counter); the
 # counter must exceed the last accepted one (accepted, remembered), or equal it with the same
 # tag (E_DUPLICATE: a retransmission, answer again but do not act again); anything else is
-# E_REPLAY. Senders keep one authenticated frame in flight per direction (stop-and-wait), so
-# a strict high-water mark is enough; no window bitmap is needed.
+# E_REPLAY.
+#
+# Two high-water marks per peer (SPEC.md §7.3): one for the frames a sender retransmits until
+# answered (EVENT uplink, COMMAND downlink) and one for everything else. Senders keep one
+# retransmitted frame in flight (stop-and-wait), so a strict mark per class is enough; but one
+# mark for all would let an answer sent meanwhile (a RESULT while an event awaits its ACK, an
+# ACK while a command awaits its RESULT) overtake the retransmission, which would then read as
+# a replay forever and block every later event: an alarm lost. Found by the firmware's
+# link tests; tests/protocol/test_protocol_auth.py keeps it fixed.
 from protocol import frame as fr
 from protocol import messages
 from protocol.auth import equal
@@ -15,6 +22,8 @@ from protocol.auth import equal
 DETECTOR_REQUIRES = (messages.ACK, messages.COMMAND)
 # Hosts should require tags on what they act on: events and command results.
 HOST_REQUIRES = (messages.EVENT, messages.RESULT)
+# The frames a sender retransmits until answered: their own counter class.
+RETRANSMITTED = (messages.EVENT, messages.COMMAND)
 
 
 class Peer:
@@ -23,8 +32,13 @@ class Peer:
         types that must be tagged. uplink: True on the host (accepts detector->host types
         only), False on the detector, None to skip the direction check."""
         self.key = key
+        # Class of retransmitted frames (EVENT / COMMAND): persisted by the receiver.
         self.last = last_counter
         self.last_tag = None
+        # Every other tagged frame (RESULT, CONFIG, HELLO, ACK): starts at the persisted mark,
+        # which only ever under-states it (counters are shared and increasing on the sender).
+        self.last_other = last_counter
+        self.last_other_tag = None
         self.requires = requires
         self.uplink = uplink
 
@@ -41,11 +55,19 @@ class Peer:
         if not equal(self.key.tag(raw, 0, end), frame.tag):
             return self._err(fr.E_BAD_TAG, frame)
         c = frame.counter
-        if c > self.last:
-            self.last = c
-            self.last_tag = bytes(frame.tag)
-            return None
-        if c == self.last and self.last_tag is not None and equal(self.last_tag, frame.tag):
+        if frame.type in RETRANSMITTED:
+            if c > self.last:
+                self.last = c
+                self.last_tag = bytes(frame.tag)
+                return None
+            last_tag = self.last_tag if c == self.last else None
+        else:
+            if c > self.last_other:
+                self.last_other = c
+                self.last_other_tag = bytes(frame.tag)
+                return None
+            last_tag = self.last_other_tag if c == self.last_other else None
+        if last_tag is not None and equal(last_tag, frame.tag):
             return self._err(fr.E_DUPLICATE, frame)
         return self._err(fr.E_REPLAY, frame)
 

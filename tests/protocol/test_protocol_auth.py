@@ -156,3 +156,39 @@ def test_auth_stage_vectors_rejected(vectors, name):
         uplink=f_type_uplink,
     )
     assert peer.check(f).name == v["error"]
+
+
+def _counted(counter):
+    return fr.Encoder(DEV, KEY, counter=lambda: counter)
+
+
+def test_event_retransmitted_after_a_result_overtook_it_is_still_accepted():
+    """SPEC §7.3: an event whose first copy was lost, retransmitted after a RESULT (with a
+    higher counter) got through, must be accepted, else stop-and-wait blocks every later
+    event forever. An older, already-superseded event counter is still a replay."""
+    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    e0 = _counted(5)
+    old = fr.decode(bytes(e0.view(e0.event(1, ev.ALARM, ev.RESIDUAL, 9, 9))))
+    assert host.check(old) is None
+    e1 = _counted(10)
+    event = bytes(e1.view(e1.event(2, ev.ALARM, ev.RESIDUAL, 400, 270)))  # first copy lost
+    result = _counted(12).message(
+        messages.RESULT, 3, {"cmd_counter": 7, "cmd": "selftest", "status": "ok", "value": 1},
+        auth=True,
+    )  # fmt: skip
+    assert host.check(fr.decode(result)) is None
+    assert host.check(fr.decode(event)) is None, "retransmitted event must be accepted"
+    assert host.check(fr.decode(event)).name == "duplicate"
+    assert host.check(old).name == "replay"
+
+
+def test_command_retransmitted_after_an_ack_overtook_it_is_still_accepted():
+    det = detector()
+    cmd = _counted(20).message(messages.COMMAND, 1, {"cmd": "reset", "channel": "all"}, auth=True)
+    ack = _counted(21).message(
+        messages.ACK, 2, {"ack_type": "event", "ack_seq": 1, "ack_crc": 2}, auth=True
+    )
+    assert det.check(fr.decode(ack)) is None
+    assert det.check(fr.decode(cmd)) is None
+    assert det.check(fr.decode(cmd)).name == "duplicate"
+    assert det.check(fr.decode(ack)).name == "duplicate"
