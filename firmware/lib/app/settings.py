@@ -24,7 +24,7 @@ def load(path=PATH):
         return {}, False
     try:
         config.make(obj)
-    except Exception:  # ConfigError; see validate_update for why not only that
+    except config.ConfigError:
         return {}, False
     return obj, True
 
@@ -39,16 +39,8 @@ def validate_update(current, params):
         new[name] = value
     try:
         config.make(new)
-    except Exception:
-        # Not just ConfigError: on MicroPython 1.29 constructing it raises AttributeError
-        # (efd/config.py calls ValueError.__init__, which the port lacks). Find the culprit
-        # by validating each new value alone; none alone means a cross-field rule (bias band).
-        for name, value in params:
-            try:
-                config.make({name: value})
-            except Exception:
-                return None, _pid(name)
-        return None, _pid("ct_bias_lo")
+    except config.ConfigError as e:
+        return None, _pid(e.key)
     return new, None
 
 

@@ -81,12 +81,13 @@ UNITS = {
     "line_delay_s": "s",
     "line_prealarm_pct": "% of set",
     "line_hyst_pct": "% of set",
+    "fault_delay_s": "s",
 }
 
 
 class ConfigError(ValueError):
     def __init__(self, key, reason):
-        ValueError.__init__(self, key + ": " + reason)
+        super().__init__(key + ": " + reason)  # MicroPython has no ValueError.__init__
         self.key = key
         self.reason = reason
 
