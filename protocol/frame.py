@@ -185,8 +185,12 @@ def _telemetry(raw):
     )
 
 
-def parse(raw):
-    """Decode one un-stuffed frame (bytes). Returns a Frame or an Error; never raises."""
+def parse(raw, uplink=None):
+    """Decode one un-stuffed frame (bytes). Returns a Frame or an Error; never raises.
+    uplink False (a detector) / True (a host): a frame of the other direction's types is an
+    Error(E_DIRECTION) with its header fields, and its payload is not decoded; the detector
+    thus never loads the host's decoders (protocol/host.py) for the other detectors' frames
+    it hears on a shared bus. None: decode every type."""
     n = len(raw)
     if n < MIN_FRAME:
         return Error(E_SHORT, raw)
@@ -195,7 +199,7 @@ def parse(raw):
     crc = raw[n - 2] | (raw[n - 1] << 8)
     if crc16_frame(raw) != crc:
         return Error(E_CRC, raw)
-    if n == 30 and raw[0] == 0x22:
+    if n == 30 and raw[0] == 0x22 and uplink is not False:
         # Untagged v1 TELEMETRY, the bulk of all traffic: one struct call for the whole frame.
         return Frame(2, *_telemetry(raw), raw, None, None, crc)
     hdr, dev, seq, t = struct.unpack_from("<BIBI", raw, 0)
@@ -212,15 +216,18 @@ def parse(raw):
         tag = raw[end + 4 : end + 4 + TAG_LEN]
     if typ not in messages.MIN_LEN:
         return Error(E_TYPE, raw, dev, seq, typ)
+    if uplink is not None and messages.uplink(typ) != uplink:
+        return Error(E_DIRECTION, raw, dev, seq, typ)
     fields = messages.unpack(typ, raw, HEADER_LEN, end)
     if fields is None:
         return Error(E_LENGTH, raw, dev, seq, typ)
     return Frame(typ, dev, seq, t, fields, raw, counter, tag, crc)
 
 
-def decode(wire):
+def decode(wire, uplink=None):
     """Decode one stuffed frame: a datagram, or one segment of a stream with or without its
-    0x00 delimiter. Returns a Frame or an Error; never raises on any bytes."""
+    0x00 delimiter. Returns a Frame or an Error; never raises on any bytes. uplink: see
+    parse()."""
     n = len(wire)
     if n and wire[n - 1] == 0:
         n -= 1
@@ -229,7 +236,7 @@ def decode(wire):
     raw = cobs.decode(wire, n)
     if raw is None:
         return Error(E_COBS, bytes(wire[:n]))
-    return parse(raw)
+    return parse(raw, uplink)
 
 
 def efd_time(unix_seconds):
@@ -266,6 +273,7 @@ class Encoder:
         self.key = key
         self.counter = counter
         self.seq = 0
+        self.crc = 0  # CRC of the last frame built
         self.frame = bytearray(MAX_FRAME)
         self.wire = bytearray(MAX_WIRE)
         self._wmv = memoryview(self.wire)
@@ -289,6 +297,7 @@ class Encoder:
             f[end : end + TAG_LEN] = self.key.tag(f, 0, end)
             end += TAG_LEN
         c = crc16(f, 0, end)
+        self.crc = c  # what an ACK of this frame names (SPEC.md §8)
         f[end] = c & 0xFF
         f[end + 1] = c >> 8
         return cobs.encode_into(f, end + 2, self.wire)

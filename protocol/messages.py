@@ -3,8 +3,15 @@
 # Event kinds and channel numbers are the detector's own codes from efd.events: one set of
 # numbers from the ADC to the monitoring platform. Values stay in the detector's integer units
 # (residual mA, temperature 0.1 degC, line current 0.01 A), so nothing is rounded on the way.
+#
+# This module holds the detector's half of the codec: encoding the uplink messages it sends as
+# dicts (HELLO, RESULT, CONFIG, SNAPSHOT; TELEMETRY and EVENT go through frame.Encoder) and
+# decoding the downlink (POLL, ACK, COMMAND). The host's half (decoding uplink, encoding
+# downlink, status_flags, TYPE_CODES) is protocol/host.py, loaded on first use by pack(),
+# unpack() or an attribute lookup here, so the detector never spends heap on it. One source for
+# every layout either way: nothing is written twice.
 import struct
-from binascii import hexlify, unhexlify
+from binascii import hexlify
 
 from efd import events as ev
 from efd.compat import const
@@ -32,9 +39,6 @@ TYPE_NAMES = {
     ACK: "ack",
     COMMAND: "command",
 }
-TYPE_CODES = {}
-for _k in TYPE_NAMES:
-    TYPE_CODES[TYPE_NAMES[_k]] = _k
 
 
 def uplink(t):
@@ -92,7 +96,7 @@ ST_FAULT = const(0x0400)  # some sensor fault is active
 ST_SELFTEST = const(0x0800)  # a self-test is running
 ST_CLOCK_UNSET = const(0x1000)  # no time sync since boot: header time is 0
 ST_PENDING = const(0x2000)  # unacknowledged events queued: poll again soon
-STATUS_FLAGS = ("prealarm", "fault", "selftest", "clock_unset", "events_pending")
+# Their names, in bit order: host.STATUS_FLAGS.
 
 # "No reading" sentinels: a channel not fitted, or a sensor in fault.
 NA_U16 = const(0xFFFF)
@@ -111,18 +115,6 @@ def _code(table, v):
     if isinstance(v, int):
         return v
     return table.index(v)
-
-
-def status_flags(status):
-    """Names of the status bits set: 'alarm:<channel>' for latched alarms, then flags."""
-    out = []
-    for ch in range(ev.N_CHANNELS):
-        if status & (1 << ch):
-            out.append("alarm:" + ev.CHANNEL_NAMES[ch])
-    for i in range(len(STATUS_FLAGS)):
-        if status & (0x200 << i):
-            out.append(STATUS_FLAGS[i])
-    return out
 
 
 def _params(b, s, e):
@@ -166,82 +158,6 @@ MIN_LEN = {
 }
 
 
-def _telemetry(b, s, e):
-    r, t0, t1, t2, t3, p0, p1, p2, st = struct.unpack_from("<HhhhhHHHH", b, s)
-    # Sentinels inline, not via a helper: this is the host's hottest path.
-    return {
-        "residual_ma": None if r == 0xFFFF else r,
-        "temp_dc": [
-            None if t0 == -32768 else t0,
-            None if t1 == -32768 else t1,
-            None if t2 == -32768 else t2,
-            None if t3 == -32768 else t3,
-        ],
-        "line_ca": [
-            None if p0 == 0xFFFF else p0,
-            None if p1 == 0xFFFF else p1,
-            None if p2 == 0xFFFF else p2,
-        ],
-        "status": st,
-    }
-
-
-def _event(b, s, e):
-    kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
-    return {
-        "kind": _name(ev.KIND_NAMES, kind),
-        "channel": _name(ev.CHANNEL_NAMES, ch),
-        "value": val,
-        "threshold": thr,
-    }
-
-
-def _hello(b, s, e):
-    ma, mi, pa, rc, boots, ch, hc = struct.unpack_from("<BBBBIII", b, s)
-    return {
-        "fw": [ma, mi, pa],
-        "reset_cause": _name(RESET_CAUSES, rc),
-        "boot_count": boots,
-        "config_hash": ch,
-        "host_counter": hc,
-    }
-
-
-def _result(b, s, e):
-    ctr, cmd, st, val = struct.unpack_from("<IBBi", b, s)
-    return {
-        "cmd_counter": ctr,
-        "cmd": _name(CMD_NAMES, cmd),
-        "status": _name(RESULT_NAMES, st),
-        "value": val,
-    }
-
-
-def _config(b, s, e):
-    params = _params(b, s + 4, e)
-    if params is None:
-        return None
-    return {"config_hash": struct.unpack_from("<I", b, s)[0], "params": params}
-
-
-def _snapshot(b, s, e):
-    if (e - s - 12) % 2 or (e - s - 12) > 2 * MAX_SAMPLES:
-        return None
-    sid, ch, k, n, ex, rate, trig, off = struct.unpack_from("<HBBBbHHH", b, s)
-    ns = (e - s - 12) // 2
-    return {
-        "snap_id": sid,
-        "channel": _name(ev.CHANNEL_NAMES, ch),
-        "chunk": k,
-        "chunks": n,
-        "scale_exp": ex,
-        "rate_hz": rate,
-        "trigger": trig,
-        "offset": off,
-        "samples": list(struct.unpack_from("<" + str(ns) + "h", b, s + 12)),
-    }
-
-
 def _poll(b, s, e):
     return {}
 
@@ -249,14 +165,6 @@ def _poll(b, s, e):
 def _ack(b, s, e):
     at, aseq, acrc = struct.unpack_from("<BBH", b, s)
     return {"ack_type": TYPE_NAMES.get(at, at), "ack_seq": aseq, "ack_crc": acrc}
-
-
-def unpack(t, b, s, e):
-    """Fields of a type-t payload at b[s:e] as a dict, or None if the payload is malformed
-    (shorter than the type's layout, or a list of the wrong length)."""
-    if e - s < MIN_LEN[t]:
-        return None
-    return _UNPACK[t](b, s, e)
 
 
 def _unpack_command(b, s, e):
@@ -287,52 +195,26 @@ def _unpack_command(b, s, e):
     return d
 
 
-_UNPACK = {
-    HELLO: _hello,
-    TELEMETRY: _telemetry,
-    EVENT: _event,
-    RESULT: _result,
-    CONFIG: _config,
-    SNAPSHOT: _snapshot,
-    POLL: _poll,
-    ACK: _ack,
-    COMMAND: _unpack_command,
-}
+_UNPACK = {POLL: _poll, ACK: _ack, COMMAND: _unpack_command}  # host.py adds the uplink types
+
+
+def unpack(t, b, s, e):
+    """Fields of a type-t payload at b[s:e] as a dict, or None if the payload is malformed
+    (shorter than the type's layout, or a list of the wrong length)."""
+    if e - s < MIN_LEN[t]:
+        return None
+    f = _UNPACK.get(t)
+    if f is None:
+        _host()
+        f = _UNPACK[t]
+    return f(b, s, e)
 
 
 def pack(t, fields, buf, o):
     """Write a type-t payload from a fields dict (the inverse of unpack) at buf[o:]; returns
-    the end offset. Host and test side: the detector's hot paths call Encoder methods."""
+    the end offset. The detector's rare frames come here (Encoder.message); its hot paths call
+    Encoder methods. Other types are host.pack's."""
     f = fields
-    if t == TELEMETRY:
-        tt = f["temp_dc"]
-        lc = f["line_ca"]
-        struct.pack_into(
-            "<HhhhhHHHH",
-            buf,
-            o,
-            _or(f["residual_ma"], NA_U16),
-            _or(tt[0], NA_I16),
-            _or(tt[1], NA_I16),
-            _or(tt[2], NA_I16),
-            _or(tt[3], NA_I16),
-            _or(lc[0], NA_U16),
-            _or(lc[1], NA_U16),
-            _or(lc[2], NA_U16),
-            f["status"],
-        )
-        return o + 18
-    if t == EVENT:
-        struct.pack_into(
-            "<BBii",
-            buf,
-            o,
-            _code(ev.KIND_NAMES, f["kind"]),
-            _code(ev.CHANNEL_NAMES, f["channel"]),
-            f["value"],
-            f["threshold"],
-        )
-        return o + 10
     if t == HELLO:
         fw = f["fw"]
         struct.pack_into(
@@ -382,35 +264,26 @@ def pack(t, fields, buf, o):
             struct.pack_into("<h", buf, o, v)
             o += 2
         return o
-    if t == POLL:
-        return o
-    if t == ACK:
-        at = f["ack_type"]
-        if not isinstance(at, int):
-            at = TYPE_CODES[at]
-        struct.pack_into("<BBH", buf, o, at, f["ack_seq"], f["ack_crc"])
-        return o + 4
-    if t == COMMAND:
-        cmd = _code(CMD_NAMES, f["cmd"])
-        buf[o] = cmd
-        o += 1
-        if cmd == CMD_RESET:
-            ch = f["channel"]
-            buf[o] = 0xFF if ch == "all" else _code(ev.CHANNEL_NAMES, ch)
-            return o + 1
-        if cmd == CMD_SET_CONFIG:
-            return _pack_params(buf, o, f["params"])
-        if cmd == CMD_TIME_SYNC:
-            struct.pack_into("<I", buf, o, f["set_time"])
-            return o + 4
-        if cmd == CMD_SNAPSHOT:
-            struct.pack_into("<H", buf, o, f["snap_id"])
-            return o + 2
-        args = unhexlify(f.get("args", ""))
-        buf[o : o + len(args)] = args
-        return o + len(args)
-    raise ValueError("unknown type " + str(t))
+    return _host().pack(t, f, buf, o)
 
 
-def _or(v, na):
-    return na if v is None else v
+_hostmod = None
+
+
+def _host():
+    """protocol.host, imported once; it registers its decoders in _UNPACK."""
+    global _hostmod
+    if _hostmod is None:
+        from protocol import host
+
+        _UNPACK.update(host.UNPACK)
+        _hostmod = host
+    return _hostmod
+
+
+def __getattr__(name):
+    # Host-only names stay reachable as messages.<name> (PEP 562; MicroPython has module
+    # __getattr__ too): loading them is the only cost of asking.
+    if name in ("status_flags", "TYPE_CODES", "STATUS_FLAGS"):
+        return getattr(_host(), name)
+    raise AttributeError(name)

@@ -10,7 +10,8 @@ _ZERO = b"\x00"
 
 
 class StreamDecoder:
-    def __init__(self):
+    def __init__(self, uplink=None):
+        self._uplink = uplink  # frame.parse's direction filter: None = every type
         self._buf = bytearray(fr.MAX_WIRE)  # a segment split across feed() calls
         self._n = 0
         self._skipping = False  # inside an over-long segment, waiting for 0x00
@@ -37,7 +38,7 @@ class StreamDecoder:
                 # i == pos is an empty segment (idle 0x00 fill): SPEC.md §3 lets a sender lead
                 # with 0x00 to end a receiver's partial frame, so it is not an error.
                 if i > pos:
-                    out.append(fr.decode(data[pos:i]))
+                    out.append(fr.decode(data[pos:i], self._uplink))
             else:
                 k = end - pos
                 if self._n + k > fr.MAX_WIRE - 1:
@@ -50,7 +51,7 @@ class StreamDecoder:
                     if i >= 0:
                         seg = bytes(self._buf[: self._n])
                         self._n = 0
-                        out.append(fr.decode(seg))
+                        out.append(fr.decode(seg, self._uplink))
             if i < 0:
                 break
             self._skipping = False

@@ -31,7 +31,7 @@ class Link:
         self.device = device
         self.save_host_counter = save_host_counter
         self.polled = polled
-        self.dec = StreamDecoder()
+        self.dec = StreamDecoder(uplink=False)  # downlink types only: see _frame
         self.rx = bytearray(_RX)
         self.rxv = memoryview(self.rx)
         self.outbox = []  # owed frames (bytes): RESULT, CONFIG, SNAPSHOT, HELLO; sent first
@@ -66,7 +66,15 @@ class Link:
 
     def _frame(self, f, now):
         """Handle one decoded frame; True if it grants us the bus (addressed to us)."""
-        if not f.ok or f.device != self.device:
+        if f.device != self.device:
+            return False
+        if not f.ok:
+            # The decoder leaves uplink payloads undecoded (E_DIRECTION with the header):
+            # counted as the Peer's direction check below would count them.
+            if f.code == fr.E_DIRECTION:
+                self.stats[0] += 1
+                if self.peer is not None:
+                    self.stats[1] += 1
             return False
         self.stats[0] += 1
         if self.peer is None:  # not provisioned: no key, so no command or ACK can be trusted
@@ -138,8 +146,8 @@ class Link:
                 t, counter, seq, kind, ch, value, thr = r
                 n = self.enc.event(t, kind, ch, value, thr, True, seq, counter)
                 self.inflight_wire = bytes(self.enc.view(n))
-                # The ACK names the frame's CRC: read it back from the frame just built.
-                self.inflight_crc = fr.decode(self.inflight_wire).crc
+                # The ACK names the frame's CRC: the encoder keeps the last one it computed.
+                self.inflight_crc = self.enc.crc
                 self.inflight = rid
                 self.inflight_seq = seq
                 return True

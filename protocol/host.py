@@ -1,0 +1,206 @@
+# The host's half of the message codec (SPEC.md §5): decoding what detectors send, encoding
+# what hosts send, and names for display. protocol/messages.py loads this module on first use
+# (messages.pack / unpack of these types, messages.status_flags, messages.TYPE_CODES), so host
+# code keeps calling messages.*; the detector, which only encodes uplink and decodes downlink,
+# never imports it. Every layout is written once: here or in messages.py, never both.
+import struct
+from binascii import unhexlify
+
+from efd import events as ev
+from protocol.messages import (
+    ACK,
+    CMD_NAMES,
+    CMD_RESET,
+    CMD_SET_CONFIG,
+    CMD_SNAPSHOT,
+    CMD_TIME_SYNC,
+    COMMAND,
+    CONFIG,
+    EVENT,
+    HELLO,
+    MAX_SAMPLES,
+    NA_I16,
+    NA_U16,
+    POLL,
+    RESET_CAUSES,
+    RESULT,
+    RESULT_NAMES,
+    SNAPSHOT,
+    TELEMETRY,
+    TYPE_NAMES,
+    _code,
+    _name,
+    _pack_params,
+    _params,
+)
+
+TYPE_CODES = {}
+for _k in TYPE_NAMES:
+    TYPE_CODES[TYPE_NAMES[_k]] = _k
+
+# Names of the TELEMETRY status bits from 0x200 up (messages.ST_*), in bit order.
+STATUS_FLAGS = ("prealarm", "fault", "selftest", "clock_unset", "events_pending")
+
+
+def status_flags(status):
+    """Names of the status bits set: 'alarm:<channel>' for latched alarms, then flags."""
+    out = []
+    for ch in range(ev.N_CHANNELS):
+        if status & (1 << ch):
+            out.append("alarm:" + ev.CHANNEL_NAMES[ch])
+    for i in range(len(STATUS_FLAGS)):
+        if status & (0x200 << i):
+            out.append(STATUS_FLAGS[i])
+    return out
+
+
+def _telemetry(b, s, e):
+    r, t0, t1, t2, t3, p0, p1, p2, st = struct.unpack_from("<HhhhhHHHH", b, s)
+    # Sentinels inline, not via a helper: this is the host's hottest path.
+    return {
+        "residual_ma": None if r == 0xFFFF else r,
+        "temp_dc": [
+            None if t0 == -32768 else t0,
+            None if t1 == -32768 else t1,
+            None if t2 == -32768 else t2,
+            None if t3 == -32768 else t3,
+        ],
+        "line_ca": [
+            None if p0 == 0xFFFF else p0,
+            None if p1 == 0xFFFF else p1,
+            None if p2 == 0xFFFF else p2,
+        ],
+        "status": st,
+    }
+
+
+def _event(b, s, e):
+    kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
+    return {
+        "kind": _name(ev.KIND_NAMES, kind),
+        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "value": val,
+        "threshold": thr,
+    }
+
+
+def _hello(b, s, e):
+    ma, mi, pa, rc, boots, ch, hc = struct.unpack_from("<BBBBIII", b, s)
+    return {
+        "fw": [ma, mi, pa],
+        "reset_cause": _name(RESET_CAUSES, rc),
+        "boot_count": boots,
+        "config_hash": ch,
+        "host_counter": hc,
+    }
+
+
+def _result(b, s, e):
+    ctr, cmd, st, val = struct.unpack_from("<IBBi", b, s)
+    return {
+        "cmd_counter": ctr,
+        "cmd": _name(CMD_NAMES, cmd),
+        "status": _name(RESULT_NAMES, st),
+        "value": val,
+    }
+
+
+def _config(b, s, e):
+    params = _params(b, s + 4, e)
+    if params is None:
+        return None
+    return {"config_hash": struct.unpack_from("<I", b, s)[0], "params": params}
+
+
+def _snapshot(b, s, e):
+    if (e - s - 12) % 2 or (e - s - 12) > 2 * MAX_SAMPLES:
+        return None
+    sid, ch, k, n, ex, rate, trig, off = struct.unpack_from("<HBBBbHHH", b, s)
+    ns = (e - s - 12) // 2
+    return {
+        "snap_id": sid,
+        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "chunk": k,
+        "chunks": n,
+        "scale_exp": ex,
+        "rate_hz": rate,
+        "trigger": trig,
+        "offset": off,
+        "samples": list(struct.unpack_from("<" + str(ns) + "h", b, s + 12)),
+    }
+
+
+UNPACK = {
+    HELLO: _hello,
+    TELEMETRY: _telemetry,
+    EVENT: _event,
+    RESULT: _result,
+    CONFIG: _config,
+    SNAPSHOT: _snapshot,
+}
+
+
+def pack(t, fields, buf, o):
+    """messages.pack for the types the detector never encodes as dicts."""
+    f = fields
+    if t == TELEMETRY:
+        tt = f["temp_dc"]
+        lc = f["line_ca"]
+        struct.pack_into(
+            "<HhhhhHHHH",
+            buf,
+            o,
+            _or(f["residual_ma"], NA_U16),
+            _or(tt[0], NA_I16),
+            _or(tt[1], NA_I16),
+            _or(tt[2], NA_I16),
+            _or(tt[3], NA_I16),
+            _or(lc[0], NA_U16),
+            _or(lc[1], NA_U16),
+            _or(lc[2], NA_U16),
+            f["status"],
+        )
+        return o + 18
+    if t == EVENT:
+        struct.pack_into(
+            "<BBii",
+            buf,
+            o,
+            _code(ev.KIND_NAMES, f["kind"]),
+            _code(ev.CHANNEL_NAMES, f["channel"]),
+            f["value"],
+            f["threshold"],
+        )
+        return o + 10
+    if t == POLL:
+        return o
+    if t == ACK:
+        at = f["ack_type"]
+        if not isinstance(at, int):
+            at = TYPE_CODES[at]
+        struct.pack_into("<BBH", buf, o, at, f["ack_seq"], f["ack_crc"])
+        return o + 4
+    if t == COMMAND:
+        cmd = _code(CMD_NAMES, f["cmd"])
+        buf[o] = cmd
+        o += 1
+        if cmd == CMD_RESET:
+            ch = f["channel"]
+            buf[o] = 0xFF if ch == "all" else _code(ev.CHANNEL_NAMES, ch)
+            return o + 1
+        if cmd == CMD_SET_CONFIG:
+            return _pack_params(buf, o, f["params"])
+        if cmd == CMD_TIME_SYNC:
+            struct.pack_into("<I", buf, o, f["set_time"])
+            return o + 4
+        if cmd == CMD_SNAPSHOT:
+            struct.pack_into("<H", buf, o, f["snap_id"])
+            return o + 2
+        args = unhexlify(f.get("args", ""))
+        buf[o : o + len(args)] = args
+        return o + len(args)
+    raise ValueError("unknown type " + str(t))
+
+
+def _or(v, na):
+    return na if v is None else v
