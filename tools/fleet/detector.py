@@ -2,13 +2,17 @@
 
 It speaks the real protocol through protocol.frame.Encoder: periodic TELEMETRY, tagged EVENTs
 held stop-and-wait until a matching authenticated ACK arrives (retransmitted with the same
-bytes, counter and tag until then), COMMANDs answered with tagged RESULTs, and — on a polled
-RS-485 bus — an answer to every POLL addressed to it. Its events are a scenario's timeline
-(tools.fleet.timeline), replayed on its own clock.
+bytes, counter and tag until then), COMMANDs executed once and answered with a tagged RESULT
+(plus CONFIG / SNAPSHOT frames where SPEC §5.9 says so), a retransmitted COMMAND (a
+`duplicate`, SPEC §7.3) answered with the cached RESULT and not executed again, and — on a
+polled RS-485 bus — exactly one answer to every frame addressed to it, owed frames first
+(SPEC §9). Its events are a scenario's timeline (tools.fleet.timeline), replayed on its own
+clock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +27,14 @@ from tools.fleet.timeline import Timeline
 BASE_RESIDUAL_MA = 90
 BASE_TEMP_DC = 300
 BASE_LINE_CA = 1250
+
+# Settings the virtual detector reports in CONFIG and accepts in set_config (efd/config.py
+# names, detector units). set_config takes any known id; unknown ids get bad_argument
+# with value = the id.
+DEFAULT_CONFIG = {"mains_hz": 50, "leak_set_ma": 300, "leak_delay_s": 1, "temp_set_c": 70,
+                  "temp_delay_s": 5, "line_set_a": 32, "line_delay_s": 5}  # fmt: skip
+SNAPSHOT_CHUNKS = 2
+SNAPSHOT_SAMPLES = 16  # per chunk
 
 
 @dataclass
@@ -45,7 +57,10 @@ class Stats:
     acked: int = 0
     retransmits: int = 0
     results: int = 0
+    cached_results: int = 0  # RESULTs re-sent for a duplicate COMMAND (not executed again)
     rejected_downlink: int = 0
+    # Commands executed, in order: (command counter, command name). Exactly once each.
+    executed: list[tuple[int, str]] = field(default_factory=list)
     log: list[tuple[int, int, str, str, int]] = field(default_factory=list)
 
 
@@ -85,6 +100,10 @@ class VirtualDetector:
                        BASE_LINE_CA, BASE_LINE_CA, BASE_LINE_CA, 0]  # fmt: skip
         self.rng = random.Random(device ^ seed)
         self.stats = Stats()
+        self.outbox: deque[bytes] = deque()  # owed frames (CONFIG, SNAPSHOT): sent first
+        self.last_result: tuple[int, bytes] | None = None  # (command counter, RESULT wire)
+        self.config = dict(DEFAULT_CONFIG)
+        self.snap_id = 0
 
     def _counter(self) -> int:
         self._n += 1
@@ -182,7 +201,8 @@ class VirtualDetector:
 
     # -- downlink ------------------------------------------------------------------------------
     def downlink(self, wire: bytes, now: float, now_wire: int) -> list[bytes]:
-        """Handle one frame from the host; returns frames to send back (RESULT, poll answer)."""
+        """Handle one frame from the host; returns frames to send back (RESULT, poll answer).
+        Polled (RS-485): exactly one frame per frame addressed to it that passes the checks."""
         f = fr.decode(wire)
         if not f.ok or f.device != self.device:
             self.stats.rejected_downlink += f.ok is False
@@ -191,7 +211,13 @@ class VirtualDetector:
         if err is not None:
             if err.code != fr.E_DUPLICATE:
                 self.stats.rejected_downlink += 1
-            return []
+                return []  # SPEC §7.3: no answer to no_tag, bad_tag, replay
+            # A retransmission of the frame just accepted: never act again, answer again.
+            lr = self.last_result
+            if f.type == M.COMMAND and lr is not None and lr[0] == f.counter:
+                self.stats.cached_results += 1
+                return [lr[1]]
+            return [self._reply(now, now_wire)] if self.polled else []
         if f.type == M.ACK:
             s = self.inflight
             fl = f.fields
@@ -199,22 +225,59 @@ class VirtualDetector:
                     and fl["ack_type"] == M.TYPE_NAMES[s.typ]):  # fmt: skip
                 self.inflight = None
                 self.stats.acked += 1
+            if self.polled:
+                return [self._reply(now, now_wire)]
             nxt = self.uplink(now, now_wire)
-            if nxt is None and self.polled:
-                nxt = self.telemetry(now_wire)
             return [nxt] if nxt else []
         if f.type == M.COMMAND:
-            return self._command(f.fields, f.counter, now, now_wire)
+            result, extra = self._command(f.fields, f.counter, now_wire)
+            if self.polled:
+                self.outbox.extend(extra)  # one frame per slot: the rest at the next polls
+                return [result]
+            return [result, *extra]
         if f.type == M.POLL:
-            nxt = self.uplink(now, now_wire)
-            if nxt is None and self.inflight is not None:
-                nxt = self.inflight.wire  # polled again: answer with the pending event
-            return [nxt if nxt is not None else self.telemetry(now_wire)]
+            return [self._reply(now, now_wire)]
         return []
 
-    def _command(self, fields: dict, counter: int, now: float, now_wire: int) -> list[bytes]:
+    def _reply(self, now: float, now_wire: int) -> bytes:
+        """The one frame a polled detector sends (SPEC §9): owed frames, then the in-flight
+        event (new or again), then the latest telemetry."""
+        if self.outbox:
+            return self.outbox.popleft()
+        nxt = self.uplink(now, now_wire)
+        if nxt is None and self.inflight is not None:
+            nxt = self.inflight.wire  # polled again: answer with the pending event
+        return nxt if nxt is not None else self.telemetry(now_wire)
+
+    def config_frame(self, now_wire: int) -> bytes:
+        params = [[k, self.config[k]] for k in sorted(self.config, key=M.PARAMS.index)]
+        h = hashlib.sha256(repr(params).encode()).digest()
+        return self.enc.message(
+            M.CONFIG, now_wire,
+            {"config_hash": int.from_bytes(h[:4], "little"), "params": params}, auth=True,
+        )  # fmt: skip
+
+    def snapshot_frames(self, now_wire: int) -> list[bytes]:
+        self.snap_id = self.snap_id % 0xFFFF + 1
+        out = []
+        n = SNAPSHOT_SAMPLES
+        for k in range(SNAPSHOT_CHUNKS):
+            samples = [3200 if (k * n + i) >= n else 900 + 10 * i for i in range(n)]
+            out.append(self.enc.message(
+                M.SNAPSHOT, now_wire,
+                {"snap_id": self.snap_id, "channel": "residual", "chunk": k,
+                 "chunks": SNAPSHOT_CHUNKS, "scale_exp": -1, "rate_hz": 2000, "trigger": n,
+                 "offset": k * n, "samples": samples},
+            ))  # fmt: skip
+        return out
+
+    def _command(self, fields: dict, counter: int, now_wire: int) -> tuple[bytes, list[bytes]]:
+        """Execute a new (authenticated, counter above the mark) command once: the RESULT
+        (cached for duplicates) and the frames that follow it."""
         cmd = fields.get("cmd")
         status, value = "ok", 0
+        then = None  # what follows the RESULT (encoded after it: counters in sending order)
+        self.stats.executed.append((counter, str(cmd)))
         if cmd == "reset":
             ch = fields.get("channel")
             chans = range(ev.N_CHANNELS) if ch == "all" else [ev.CHANNEL_NAMES.index(ch)]
@@ -222,8 +285,21 @@ class VirtualDetector:
                 if self.latched & (1 << c):
                     self.raise_event(ev.RESET, c, self.values[c], 0)
         elif cmd == "selftest":
+            value = 1  # pass
             self.raise_event(ev.SELFTEST, ev.RESIDUAL, 1, 0)
-        elif cmd not in ("time_sync", "get_config", "reboot", "snapshot", "set_config"):
+        elif cmd == "set_config":
+            params = fields.get("params") or []
+            bad = [n for n, _v in params if not n or n not in M.PARAMS]
+            if bad:  # all or none (SPEC §5.9); unknown ids arrive as "p<id>"
+                status = "bad_argument"
+                value = int(bad[0][1:]) if bad[0][1:].isdigit() else 0
+            else:
+                for n, v in params:
+                    self.config[n] = v
+                then = cmd
+        elif cmd in ("get_config", "snapshot"):
+            then = cmd
+        elif cmd not in ("time_sync", "reboot"):
             status = "unknown_command"
         self.stats.results += 1
         wire = self.enc.message(
@@ -231,4 +307,7 @@ class VirtualDetector:
             {"cmd_counter": counter, "cmd": cmd, "status": status, "value": value},
             auth=True,
         )  # fmt: skip
-        return [wire]
+        self.last_result = (counter, wire)
+        if then == "snapshot":
+            return wire, self.snapshot_frames(now_wire)
+        return wire, [self.config_frame(now_wire)] if then else []
