@@ -132,6 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
         "bus (default: 20 ms + a 256-byte frame at the baud rate, SPEC.md section 9)",
     )
     r.add_argument("--flush-interval", type=float, default=0.05, help="batch commit interval s")
+    r.add_argument(
+        "--command-retry",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds before an unanswered command is retransmitted, doubling each try "
+        "(UDP/MQTT; RS-485: every poll cycle) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--command-retry-max",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="longest retransmission timeout (default: %(default)s)",
+    )
+    r.add_argument(
+        "--command-tries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="transmissions before a command is given up as `timeout` (default: %(default)s)",
+    )
     r.add_argument("--batch", type=int, default=2000, help="rows per batch before a commit")
     r.add_argument(
         "--no-republish-telemetry",
@@ -143,12 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true")
 
     q = sub.add_parser("query", help="query the database")
-    q.add_argument("what", choices=["alarms", "events", "devices", "offline", "counters", "export"])
+    q.add_argument(
+        "what", choices=["alarms", "events", "commands", "devices", "offline", "counters", "export"]
+    )
     q.add_argument("table", nargs="?", help="for export: " + ", ".join(Q.EXPORTS))
     q.add_argument("--db", default="efd-gateway.db")
     q.add_argument("--since", help="time: unix s, age (15m, 2h, 7d) or ISO 8601")
     q.add_argument("--device", type=int)
     q.add_argument("--kind", help="event kind (alarm, prealarm, fault, ...)")
+    q.add_argument(
+        "--status", help="commands: queued, sent, done, timeout or abandoned (default: all)"
+    )
     q.add_argument("--all", action="store_true", help="alarms: include channels back to normal")
     q.add_argument(
         "--offline-after",
@@ -253,6 +280,10 @@ def cmd_query(args) -> int:
             cols, rows = Q.events(
                 db, since if since is not None else 0.0, args.device, args.kind, args.limit
             )
+        elif args.what == "commands":
+            cols, rows = Q.commands(
+                db, since if since is not None else 0.0, args.device, args.status, args.limit
+            )
         elif args.what in ("devices", "offline"):
             cols, rows = Q.devices(db, args.what == "offline", args.offline_after)
         elif args.what == "counters":
@@ -299,6 +330,10 @@ def cmd_run(args) -> int:
     )
     if args.poll and not args.serial:
         raise UsageError("--poll needs a --serial port (the bus to poll)")
+    if args.command_retry <= 0 or args.command_retry_max < args.command_retry:
+        raise UsageError("--command-retry must be > 0 and <= --command-retry-max")
+    if args.command_tries < 1:
+        raise UsageError("--command-tries must be at least 1")
     if not (args.udp or args.mqtt or args.serial):
         raise UsageError("nothing to listen on: give --udp, --mqtt and/or --serial")
     devices = load_registry(args.registry, _secret(args))
@@ -316,6 +351,9 @@ def cmd_run(args) -> int:
         reply_timeout=args.reply_timeout,
         poll_interval=args.poll_interval,
         flush_interval=args.flush_interval,
+        command_retry=args.command_retry,
+        command_retry_max=args.command_retry_max,
+        command_tries=args.command_tries,
         batch=args.batch,
         republish_telemetry=not args.no_republish_telemetry,
         duration=args.duration,

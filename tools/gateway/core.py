@@ -12,6 +12,13 @@ Exactly-once for events rests on three rules:
      is recognised whether this process, a restarted one or a sibling instance sees it.
 Telemetry is periodic and not retransmitted: duplicates (MQTT QoS 1 redelivery) are dropped by
 an in-memory window of the last (seq, crc) pairs per device.
+
+Commands (SPEC.md section 8): one in flight per device, the rest queued in order. The in-flight
+COMMAND is retransmitted byte-identical (same counter and tag, so the detector sees a
+`duplicate`, does not execute it again and re-sends its cached RESULT) until a RESULT naming
+its counter (`cmd_counter`) arrives: RS-485 once per poll cycle, other links after 2 s doubling
+to 30 s. After the last try's timeout (5 tries) the command is given up: stored and
+republished with status `timeout`. tick() drives the timers.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,12 +42,59 @@ log = logging.getLogger("efd.gateway")
 
 TEL_WINDOW = 16  # telemetry dedup window per device (frames)
 LOG_EVERY_S = 10.0  # rate limit for per-reason rejection logs
+# Command retransmission on UDP/MQTT/serial listeners (SPEC.md section 8): the first timeout,
+# doubling up to the maximum, and tries before giving up. A polled RS-485 link overrides the
+# timeout with its cycle time (Link.command_retry).
+CMD_RETRY_S = 2.0
+CMD_RETRY_MAX_S = 30.0
+CMD_TRIES = 5
 
 
 class Link(Protocol):
     name: str
 
     def send(self, device: int, wire: bytes, addr: Any) -> None: ...
+
+    # Optional: `command_retry(tries) -> float | None`, seconds until a command sent `tries`
+    # times is retransmitted on this link (None: the gateway's UDP/MQTT schedule).
+
+
+class Command:
+    """One command request: queued, then in flight (byte-identical retransmissions), then
+    done (a RESULT named its counter) or timeout (no RESULT after the last try)."""
+
+    __slots__ = ("counter", "device", "done", "due", "fields", "first_sent", "last_sent",
+                 "request", "requested", "result", "status", "tries", "value", "wire")  # fmt: skip
+
+    def __init__(self, device: int, fields: dict, requested: float):
+        self.request = uuid.uuid4().hex
+        self.device = device
+        self.fields = fields
+        self.requested = requested
+        self.status = "queued"
+        self.counter: int | None = None
+        self.wire = b""
+        self.tries = 0
+        self.first_sent: float | None = None
+        self.last_sent: float | None = None
+        self.due = 0.0  # time.monotonic() of the next retransmission or the give-up
+        self.result: str | None = None
+        self.value: int | None = None
+        self.done: float | None = None
+
+    @property
+    def cmd(self) -> str:
+        return str(self.fields.get("cmd"))
+
+    def row(self, gateway: str) -> tuple:
+        return (self.request, self.device, gateway, self.cmd, json.dumps(self.fields),
+                self.requested, self.counter, self.first_sent, self.last_sent, self.tries,
+                self.status, self.result, self.value, self.done)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request": self.request, "device": self.device, "cmd": self.cmd,
+                "cmd_counter": self.counter, "status": self.status, "tries": self.tries,
+                "result": self.result, "value": self.value}  # fmt: skip
 
 
 Publish = Callable[[str, bytes, bool], None]
@@ -53,7 +108,7 @@ def host_counter_floor(now: float) -> int:
 
 
 class _Dev:
-    __slots__ = ("addr", "dev", "enc", "host_ctr", "link", "peer", "tel")
+    __slots__ = ("addr", "cmd", "cmds", "dev", "enc", "host_ctr", "link", "peer", "tel")
 
     def __init__(self, dev: Device):
         self.dev = dev
@@ -64,6 +119,8 @@ class _Dev:
         self.link: Link | None = None
         self.addr: Any = None
         self.tel: deque[tuple[int, int]] = deque(maxlen=TEL_WINDOW)
+        self.cmd: Command | None = None  # in flight
+        self.cmds: deque[Command] = deque()  # waiting behind it
 
 
 class Gateway:
@@ -76,8 +133,14 @@ class Gateway:
         topic_prefix: str = "efd",
         republish_telemetry: bool = True,
         batch: int = 2000,
+        cmd_retry: float = CMD_RETRY_S,
+        cmd_retry_max: float = CMD_RETRY_MAX_S,
+        cmd_tries: int = CMD_TRIES,
     ):
         self.name = name
+        self.cmd_retry = cmd_retry
+        self.cmd_retry_max = cmd_retry_max
+        self.cmd_tries = cmd_tries
         self.store = store
         self.publish = publish
         self.prefix = topic_prefix
@@ -90,13 +153,18 @@ class Gateway:
             if st is not None and st.peer is not None:
                 st.peer.last = counter
                 st.peer.last_tag = tag
+        n = store.abandon_commands(name, time.time())
+        if n:
+            log.warning("%d commands left in flight by an earlier run of %s: abandoned", n, name)
         self.stats: dict[str, int] = {}
         self._unflushed: dict[str, int] = {}
         self._tel: list[tuple] = []
         self._ev: list[tuple] = []
         self._ev_meta: list[tuple] = []  # (frame, link, addr) per _ev row
         self._res: list[tuple] = []
-        self._res_meta: list[tuple] = []
+        self._res_meta: list[tuple] = []  # (frame, link, addr, request id or None)
+        self._cmd_dirty: dict[str, Command] = {}  # command rows to write with the next batch
+        self._inflight: dict[int, Command] = {}  # device -> its command in flight
         self._reack: list[tuple] = []  # (frame, link, addr): duplicates to answer after flush
         self._seen: dict[int, tuple] = {}
         self._last_log: dict[str, float] = {}
@@ -122,6 +190,9 @@ class Gateway:
 
     def pending(self) -> int:
         return len(self._tel) + len(self._ev) + len(self._res) + len(self._reack)
+
+    def commands_in_flight(self) -> int:
+        return len(self._inflight)
 
     # -- ingest ------------------------------------------------------------------------------
     def handle(self, wire: bytes, link: Link, addr: Any = None) -> None:
@@ -164,6 +235,9 @@ class Gateway:
                 else:
                     self._reject(err.name, f"device {f.device} {f.name} seq {f.seq}")
                 return
+        self._accepted(st, f, link, addr)
+
+    def _accepted(self, st: _Dev, f: fr.Frame, link: Link, addr: Any) -> None:
         now = time.time()
         st.link = link
         st.addr = addr
@@ -216,6 +290,11 @@ class Gateway:
             self._ev_meta.append((f, link, addr))
             self._touch(f.device, now, link, addr)
         elif t == M.RESULT:
+            c = st.cmd
+            req = None
+            if c is not None and fields["cmd_counter"] == c.counter:
+                req = c.request
+                self._complete(st, c, str(fields["status"]), fields["value"], now)
             self._res.append(
                 (
                     f.device,
@@ -227,7 +306,7 @@ class Gateway:
                     fields["value"],
                 )
             )
-            self._res_meta.append((f, link, addr))
+            self._res_meta.append((f, link, addr, req))
             self._touch(f.device, now, link, addr)
         elif t == M.HELLO:
             hc = fields["host_counter"]
@@ -264,8 +343,25 @@ class Gateway:
             if f.type == M.EVENT:  # an event's ACK may have been lost: answer again
                 self._reack.append((f, link, addr))
             return
-        if f.type == M.RESULT:  # a cached RESULT re-sent for a retransmitted command
-            self.count("duplicate:result")
+        if f.type == M.RESULT:
+            if self.store.has_result(f.device, f.counter):
+                # The cached RESULT re-sent for a retransmitted command, already stored.
+                self.count("duplicate:result")
+                return
+            c = st.cmd
+            if c is not None and f.fields["cmd_counter"] == c.counter:
+                # The cached RESULT for the command in flight whose first copy never arrived,
+                # but a later tagged frame did (get_config: RESULT then CONFIG, the RESULT
+                # lost): below the mark of SPEC 7.3, yet authentic (the tag verified) and it
+                # answers exactly the command we keep retransmitting. Taken once (results
+                # are UNIQUE(device, counter)); any other old RESULT stays a replay.
+                self.count("result_below_mark")
+                self._accepted(st, f, link, addr)
+                return
+            if err.code == fr.E_DUPLICATE:  # in memory, its batch failed: the command retries
+                self.count("duplicate:result")
+                return
+            self._reject(err.name, f"device {f.device} result counter {f.counter}")
             return
         if err.code == fr.E_DUPLICATE:
             # Accepted in memory but not stored (a failed batch): take it as new.
@@ -277,22 +373,35 @@ class Gateway:
 
     # -- flush / ack -------------------------------------------------------------------------
     def flush(self) -> None:
-        if not (self._tel or self._ev or self._res or self._reack or self._seen or self._unflushed):
+        if not (
+            self._tel
+            or self._ev
+            or self._res
+            or self._reack
+            or self._seen
+            or self._unflushed
+            or self._cmd_dirty
+        ):
             return
         tel, ev, meta = self._tel, self._ev, self._ev_meta
         res, rmeta, reack, seen = self._res, self._res_meta, self._reack, self._seen
         self._tel, self._ev, self._ev_meta, self._res, self._res_meta = [], [], [], [], []
         self._reack, self._seen = [], {}
+        cmds, self._cmd_dirty = self._cmd_dirty, {}
         self.count("stored:telemetry", len(tel))
         counters, self._unflushed = self._unflushed, {}
         try:
-            new = self.store.flush(tel, ev, res, seen, counters)
+            new = self.store.flush(
+                tel, ev, res, seen, counters, [c.row(self.name) for c in cmds.values()]
+            )
         except Exception:  # disk full, locked for > busy_timeout...: nothing ACKed, devices retry
             log.exception(
                 "batch of %d rows not stored; events will be retransmitted", len(tel) + len(ev)
             )
             self.count("stored:telemetry", -len(tel))
             self.count("batch_failed")
+            for k, c in cmds.items():  # rows are snapshots: the next batch writes them again
+                self._cmd_dirty.setdefault(k, c)
             for f, *_ in meta:
                 st = self.devs[f.device]
                 if st.peer is not None and st.peer.last == f.counter:
@@ -305,10 +414,10 @@ class Gateway:
             if is_new and self.publish is not None:
                 self._pub(f.device, "event", f, now)
                 self._pub_state(f)
-        for f, _link, _addr in rmeta:  # RESULTs are not ACKed (SPEC.md section 8)
+        for f, _link, _addr, req in rmeta:  # RESULTs are not ACKed (SPEC.md section 8)
             self.count("stored:result")
             if self.publish is not None:
-                self._pub(f.device, "result", f, now)
+                self._pub(f.device, "result", f, now, {"request": req} if req else None)
         for f, link, addr in reack:
             self._ack(f, link, addr, now)
         if self.on_flush is not None:
@@ -316,7 +425,16 @@ class Gateway:
 
     def close(self) -> None:
         """Final flush: the batch, then the counters its commit produced (stored, ACKs sent),
-        which otherwise ride along with the next batch."""
+        which otherwise ride along with the next batch. Commands still queued or in flight
+        are stored as `abandoned` (their timers end with this process)."""
+        now = time.time()
+        for st in self.devs.values():
+            for c in ([st.cmd] if st.cmd is not None else []) + list(st.cmds):
+                c.status, c.done = "abandoned", now
+                self._cmd_dirty[c.request] = c
+            st.cmd = None
+            st.cmds.clear()
+        self._inflight.clear()
         self.flush()
         self.flush()
 
@@ -344,39 +462,128 @@ class Gateway:
             log.warning("ACK to device %d via %s failed: %s", f.device, link.name, e)
 
     # -- commands ----------------------------------------------------------------------------
-    def command(self, device: int, fields: dict) -> str:
-        """Send an authenticated COMMAND to a device over the link it last used. Returns a
-        short status text; raises ValueError for a request that cannot be sent."""
+    def command(self, device: int, fields: dict) -> Command:
+        """Queue an authenticated COMMAND for a device; it goes out now if none is in flight
+        for that device, else after the ones before it are answered or given up. Raises
+        ValueError for a request that cannot be sent."""
         st = self.devs.get(device)
         if st is None:
             raise ValueError(f"unknown device {device}")
         if st.enc is None:
             raise ValueError(f"device {device} has no key: commands must be authenticated")
-        link, addr = st.link, st.addr
-        if link is None:
-            # Not heard by this instance (a sibling behind the same shared subscription may
-            # have): MQTT still reaches it on its own downlink topic.
-            link, addr = self.default_link, None
-        if link is None:
+        if st.link is None and self.default_link is None:
             raise ValueError(f"device {device} has not been heard from: no route to it")
-        now = time.time()
         try:
-            wire = st.enc.message(
-                M.COMMAND,
-                fr.efd_time(int(now)),
-                fields,
-                auth=True,
-                counter=self._next_counter(st, now),
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            M.pack(M.COMMAND, fields, bytearray(256), 0)  # validate now, encode when sent
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"bad command {fields!r}: {e}") from None
-        link.send(device, wire, addr)
-        self.count("command_sent")
-        return f"sent {fields.get('cmd')} to {device} via {link.name}"
+        c = Command(device, fields, time.time())
+        st.cmds.append(c)
+        self._cmd_dirty[c.request] = c
+        self.count("command_requested")
+        if st.cmd is None:
+            self._next_command(st, time.monotonic())
+        return c
+
+    def describe(self, c: Command) -> str:
+        if c.status == "queued":
+            st = self.devs[c.device]
+            return f"queued {c.cmd} for {c.device} behind {len(st.cmds)} command(s)"
+        return f"sent {c.cmd} to {c.device} (counter {c.counter}), awaiting its RESULT"
+
+    def _route(self, st: _Dev) -> tuple[Link | None, Any]:
+        # Not heard by this instance (a sibling behind the same shared subscription may have):
+        # MQTT still reaches it on its own downlink topic.
+        if st.link is not None:
+            return st.link, st.addr
+        return self.default_link, None
+
+    def _next_command(self, st: _Dev, mono: float) -> None:
+        while st.cmd is None and st.cmds:
+            c = st.cmds.popleft()
+            now = time.time()
+            assert st.enc is not None
+            c.counter = self._next_counter(st, now)
+            c.wire = st.enc.message(
+                M.COMMAND, fr.efd_time(int(now)), c.fields, auth=True, counter=c.counter
+            )
+            c.status = "sent"
+            c.first_sent = now
+            st.cmd = c
+            self._inflight[c.device] = c
+            self.count("command_sent")
+            self._transmit(st, c, mono)
+
+    def _transmit(self, st: _Dev, c: Command, mono: float) -> None:
+        """Send (or re-send: the same bytes) the command in flight and arm its timer."""
+        link, addr = self._route(st)
+        c.tries += 1
+        c.last_sent = time.time()
+        self._cmd_dirty[c.request] = c
+        delay = None
+        if link is not None:
+            retry = getattr(link, "command_retry", None)
+            delay = retry(c.tries) if retry is not None else None
+            try:
+                link.send(c.device, c.wire, addr)
+            except OSError as e:  # counted as a try: the timer retransmits
+                self.count("command_send_failed")
+                log.warning("COMMAND to device %d via %s failed: %s", c.device, link.name, e)
+        if delay is None:
+            delay = min(self.cmd_retry * 2 ** (c.tries - 1), self.cmd_retry_max)
+        c.due = mono + delay
+
+    def _complete(self, st: _Dev, c: Command, result: str, value: int, now: float) -> None:
+        c.status, c.result, c.value, c.done = "done", result, value, now
+        self._cmd_dirty[c.request] = c
+        self.count("command_done")
+        st.cmd = None
+        self._inflight.pop(c.device, None)
+        self._next_command(st, time.monotonic())
+
+    def tick(self, mono: float | None = None) -> None:
+        """Retransmit the commands whose timeout has passed, give up those out of tries. The
+        event loop calls this every flush interval; tests pass their own clock."""
+        if not self._inflight:
+            return
+        mono = time.monotonic() if mono is None else mono
+        for c in [c for c in self._inflight.values() if c.due <= mono]:
+            st = self.devs[c.device]
+            assert c.counter is not None
+            got = self.store.result_for(c.device, c.counter)
+            if got is not None:  # stored by a sibling instance that received the RESULT
+                self._complete(st, c, got[0], got[1], time.time())
+            elif c.tries >= self.cmd_tries:
+                self._give_up(st, c)
+            else:
+                self.count("command_retransmit")
+                self._transmit(st, c, mono)
+
+    def _give_up(self, st: _Dev, c: Command) -> None:
+        now = time.time()
+        c.status, c.done = "timeout", now
+        self._cmd_dirty[c.request] = c
+        self.count("command_timeout")
+        log.warning(
+            "command %s to device %d (counter %s) unanswered after %d tries: given up",
+            c.cmd, c.device, c.counter, c.tries,
+        )  # fmt: skip
+        if self.publish is not None:
+            dev = st.dev
+            d = {**c.to_dict(), "source": "gateway", "gateway": self.name, "rx": round(now, 3),
+                 "district": dev.district, "category": dev.category}  # fmt: skip
+            self.publish(f"{self.prefix}/json/{c.device}/result", json.dumps(d).encode(), False)
+        st.cmd = None
+        self._inflight.pop(c.device, None)
+        self._next_command(st, time.monotonic())
 
     # -- republish ---------------------------------------------------------------------------
-    def _pub(self, device: int, kind: str, f: fr.Frame, now: float) -> None:
+    def _pub(
+        self, device: int, kind: str, f: fr.Frame, now: float, extra: dict | None = None
+    ) -> None:
         d = f.to_dict()
+        if extra:
+            d.update(extra)
         d["rx"] = round(now, 3)
         d["gateway"] = self.name
         if d.get("time"):

@@ -157,6 +157,36 @@ def devices(
     return cols, out
 
 
+def commands(
+    db: sqlite3.Connection,
+    since: float,
+    device: int | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[str], list[tuple]]:
+    """Command requests and what became of them: queued, sent (in flight), done (with the
+    RESULT's status and value), timeout (given up after the last try), abandoned."""
+    q = (
+        "SELECT c.requested, c.device, d.name, c.cmd, c.args, c.status, c.tries, c.result, "
+        "c.value, c.cmd_counter, c.done, c.gateway, c.request FROM commands c "
+        "LEFT JOIN devices d USING (device) WHERE c.requested >= ?"
+    )
+    args: list = [since]
+    if device is not None:
+        q += " AND c.device = ?"
+        args.append(device)
+    if status is not None:
+        q += " AND c.status = ?"
+        args.append(status)
+    q += " ORDER BY c.requested, c.device"
+    if limit:
+        q += f" LIMIT {int(limit)}"
+    cols = ["requested", "device", "name", "cmd", "args", "status", "tries", "result", "value",
+            "cmd_counter", "done", "gateway", "request"]  # fmt: skip
+    rows = [(iso(r[0]), *r[1:10], iso(r[10]), *r[11:]) for r in db.execute(q, args)]
+    return cols, rows
+
+
 def counters(db: sqlite3.Connection) -> tuple[list[str], list[tuple]]:
     rows = db.execute("SELECT gateway, name, value FROM counters ORDER BY gateway, name")
     return ["gateway", "counter", "value"], list(rows)
@@ -168,6 +198,7 @@ EXPORTS = {
     "devices": "SELECT * FROM devices ORDER BY device",
     "alarms": "SELECT * FROM alarm_state ORDER BY device, channel",
     "results": "SELECT * FROM results ORDER BY id",
+    "commands": "SELECT * FROM commands ORDER BY requested, device",
 }
 
 
@@ -178,8 +209,9 @@ def export(
         raise QueryError(f"unknown table {table!r} (one of: {', '.join(EXPORTS)})")
     q = EXPORTS[table]
     args: tuple = ()
-    if since is not None and table in ("events", "telemetry", "results"):
-        q = q.replace(" ORDER BY", " WHERE rx >= ? ORDER BY")
+    if since is not None and table in ("events", "telemetry", "results", "commands"):
+        col = "requested" if table == "commands" else "rx"
+        q = q.replace(" ORDER BY", f" WHERE {col} >= ? ORDER BY")
         args = (since,)
     cur = db.execute(q, args)
     cols = [d[0] for d in cur.description]

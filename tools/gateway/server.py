@@ -36,6 +36,9 @@ class Options:
     reply_timeout: float | None = None  # None: 20 ms + a 256-byte frame at the baud rate
     poll_interval: float = 1.0
     flush_interval: float = 0.05
+    command_retry: float = 2.0  # SPEC.md section 8 (UDP/MQTT): first timeout, doubling
+    command_retry_max: float = 30.0
+    command_tries: int = 5
     batch: int = 2000
     republish_telemetry: bool = True
     duration: float | None = None
@@ -72,6 +75,9 @@ async def serve(o: Options) -> dict[str, int]:
         topic_prefix=o.prefix,
         republish_telemetry=o.republish_telemetry,
         batch=o.batch,
+        cmd_retry=o.command_retry,
+        cmd_retry_max=o.command_retry_max,
+        cmd_tries=o.command_tries,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,6 +138,7 @@ async def serve(o: Options) -> dict[str, int]:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), o.flush_interval)
+            gw.tick()
             gw.flush()
             now = time.monotonic()
             if now >= next_stats:

@@ -8,6 +8,8 @@ Tables (docs/gateway.md has the full description):
                instance (sharing this file) receives it
   alarm_state  latest state per (device, channel): alarm / prealarm / fault / normal
   results      command results (RESULT frames)
+  commands     one row per command request: queued / sent / done / timeout / abandoned,
+               the COMMAND's host counter, tries, and the RESULT that answered it
   counters     per gateway instance: frames in, stored, rejected by reason (never the frames)
 
 Several gateway processes may share one database file: WAL lets readers run beside the one
@@ -86,6 +88,25 @@ CREATE TABLE IF NOT EXISTS results (
     value       INTEGER NOT NULL,
     UNIQUE(device, counter)
 );
+CREATE INDEX IF NOT EXISTS results_device_cmd ON results(device, cmd_counter);
+CREATE TABLE IF NOT EXISTS commands (
+    request     TEXT PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    gateway     TEXT NOT NULL,
+    cmd         TEXT NOT NULL,
+    args        TEXT NOT NULL,
+    requested   REAL NOT NULL,
+    cmd_counter INTEGER,
+    first_sent  REAL,
+    last_sent   REAL,
+    tries       INTEGER NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL,
+    result      TEXT,
+    value       INTEGER,
+    done        REAL
+);
+CREATE INDEX IF NOT EXISTS commands_device_counter ON commands(device, cmd_counter);
+CREATE INDEX IF NOT EXISTS commands_requested ON commands(requested);
 CREATE TABLE IF NOT EXISTS counters (
     gateway     TEXT NOT NULL,
     name        TEXT NOT NULL,
@@ -114,6 +135,19 @@ _INS_EV = "INSERT OR IGNORE INTO events(device, counter, seq, rx, dev_time, kind
 threshold, tag, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _INS_RES = "INSERT OR IGNORE INTO results(device, counter, rx, cmd_counter, cmd, status, value) \
 VALUES (?,?,?,?,?,?,?)"
+# A command row as the gateway last knew it. A `done` written meanwhile (a sibling instance
+# stored the RESULT, or a late RESULT arrived) is never turned back into timeout/abandoned.
+_UPS_CMD = "INSERT INTO commands(request, device, gateway, cmd, args, requested, cmd_counter, \
+first_sent, last_sent, tries, status, result, value, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+ON CONFLICT(request) DO UPDATE SET cmd_counter=excluded.cmd_counter, \
+first_sent=excluded.first_sent, last_sent=excluded.last_sent, tries=excluded.tries, \
+status=CASE WHEN commands.status='done' THEN 'done' ELSE excluded.status END, \
+result=COALESCE(commands.result, excluded.result), value=COALESCE(commands.value, excluded.value), \
+done=CASE WHEN commands.status='done' THEN commands.done ELSE excluded.done END"
+# Every stored RESULT completes the command it names (device, cmd_counter), whichever gateway
+# instance sent the command and whether or not that one had given up on it already.
+_DONE_CMD = "UPDATE commands SET status='done', result=?, value=?, done=? \
+WHERE device=? AND cmd_counter=? AND status != 'done'"
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -161,6 +195,32 @@ class Store:
         )
         return {d: (c, bytes(t)) for d, c, t in cur}
 
+    def has_result(self, device: int, counter: int) -> bool:
+        r = self.db.execute(
+            "SELECT 1 FROM results WHERE device=? AND counter=?", (device, counter)
+        ).fetchone()
+        return r is not None
+
+    def result_for(self, device: int, cmd_counter: int) -> tuple[str, int] | None:
+        """(status, value) of a stored RESULT answering the command with this host counter."""
+        r = self.db.execute(
+            "SELECT status, value FROM results WHERE device=? AND cmd_counter=? ORDER BY id "
+            "LIMIT 1",
+            (device, cmd_counter),
+        ).fetchone()
+        return None if r is None else (r[0], r[1])
+
+    def abandon_commands(self, gateway: str, when: float) -> int:
+        """Commands this instance had queued or in flight when it stopped (or crashed): their
+        retransmission state was in memory. A RESULT arriving later still completes them."""
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE commands SET status='abandoned', done=? WHERE gateway=? AND "
+                "status IN ('queued', 'sent')",
+                (when, gateway),
+            )
+        return cur.rowcount
+
     def has_event(self, device: int, counter: int, tag: bytes) -> bool:
         r = self.db.execute(
             "SELECT tag FROM events WHERE device=? AND counter=?", (device, counter)
@@ -177,9 +237,11 @@ class Store:
         results: list[tuple],
         seen: dict[int, tuple],
         counters: dict[str, int],
+        commands: list[tuple] | None = None,
     ) -> list[bool]:
         """Write one batch. events rows follow _INS_EV's columns. seen: device ->
         (last_seen, transport, address, status or None, fw or None, boot_count or None).
+        commands: rows for _UPS_CMD (requests created or changed since the last batch).
         Returns, per event row, True if it was new (inserted), False if already stored."""
         new: list[bool] = []
         db = self.db
@@ -192,8 +254,11 @@ class Store:
                 new.append(ok)
                 if ok:
                     self._apply_event(row)
+            if commands:
+                db.executemany(_UPS_CMD, commands)
             if results:
                 db.executemany(_INS_RES, results)
+                db.executemany(_DONE_CMD, [(r[5], r[6], r[2], r[0], r[3]) for r in results])
             if seen:
                 db.executemany(
                     "UPDATE devices SET last_seen=MAX(COALESCE(last_seen, 0), ?), "

@@ -208,8 +208,9 @@ class MqttLink:
             fields = json.loads(payload)
             if not isinstance(fields, dict) or "cmd" not in fields:
                 raise ValueError('command must be a JSON object with "cmd"')
-            detail = self.gw.command(device, fields)
-            reply = {"ok": True, "detail": detail}
+            c = self.gw.command(device, fields)
+            reply = {"ok": True, "detail": self.gw.describe(c), "request": c.request,
+                     "status": c.status, "cmd_counter": c.counter}  # fmt: skip
         except (ValueError, TypeError) as e:
             self.gw.count("command_refused")
             reply = {"ok": False, "error": str(e)}
@@ -235,7 +236,8 @@ class SerialLink:
     ids), the RS-485 polling master: the host owns the half-duplex bus and addresses one
     detector at a time with POLL; a detector answers only when polled, with its oldest
     unacknowledged event or else its telemetry, and sets ST_PENDING while more events wait.
-    ACKs and commands queued by the gateway go out at the start of the next bus slot."""
+    ACKs and commands queued by the gateway go out at the start of the next bus slot; a
+    command unanswered is retransmitted once per poll cycle (command_retry)."""
 
     def __init__(
         self,
@@ -264,6 +266,15 @@ class SerialLink:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="serial-" + port, daemon=True)
         self._poll_enc: dict[int, fr.Encoder] = {}
+        self.cycle_s = 0.0  # duration of the last full poll cycle
+
+    def command_retry(self, tries: int) -> float | None:
+        """SPEC.md section 8: on the polled bus a command is retransmitted at the next poll
+        cycle (the RESULT comes in the command's own slot, or not at all). A listener port
+        uses the gateway's UDP/MQTT schedule."""
+        if not self.poll:
+            return None
+        return max(self.poll_interval, self.cycle_s)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -357,7 +368,8 @@ class SerialLink:
                     if not got:
                         got = self._poll_one(dev)
             self._queued()
-            rest = self.poll_interval - (time.monotonic() - t0)
+            self.cycle_s = time.monotonic() - t0
+            rest = self.poll_interval - self.cycle_s
             if rest > 0:
                 self.stop.wait(rest)
 
