@@ -341,3 +341,29 @@ def test_mqtt_give_up_is_republished_and_queryable(tmp_path, fleet_files, procs,
     c = dict(con.execute("SELECT name, value FROM counters WHERE gateway='gwc'").fetchall())
     con.close()
     assert c["command_timeout"] == 1 and c["command_retransmit"] == 4
+
+
+def test_config_and_snapshot_frames_are_stored(tmp_path):
+    gw, st, det, pubs = setup(tmp_path)
+    assert det is not None
+    wire = Wire(gw, det)
+    hello(gw, wire)
+    cmds = [gw.command(7, {"cmd": "set_config", "params": [["leak_set_ma", 500]]}),
+            gw.command(7, {"cmd": "set_config", "params": [["p99", 1]]}),
+            gw.command(7, {"cmd": "snapshot", "snap_id": 0}),
+            gw.command(7, {"cmd": "snapshot", "snap_id": 0})]  # fmt: skip
+    run(gw, wire, lambda: all(c.status == "done" for c in cmds))
+    assert [(c.result, c.value) for c in cmds] == [("ok", 0), ("bad_argument", 99),
+                                                   ("ok", 0), ("ok", 0)]  # fmt: skip
+    cfg = db_rows(st, "SELECT device, counter, params FROM configs")
+    assert len(cfg) == 1 and cfg[0][0] == 7 and cfg[0][1] is not None  # tagged CONFIG
+    assert ["leak_set_ma", 500] in json.loads(cfg[0][2])  # the bad set_config changed nothing
+    snap = db_rows(st, "SELECT snap_id, chunk, chunks, channel, samples FROM snapshots "
+                       "ORDER BY snap_id, chunk")  # fmt: skip
+    assert [r[:4] for r in snap] == [(1, 0, 2, "residual"), (1, 1, 2, "residual"),
+                                     (2, 0, 2, "residual"), (2, 1, 2, "residual")]  # fmt: skip
+    assert len(json.loads(snap[0][4])) == 16
+    assert {"result", "config", "snapshot"} <= {t.rsplit("/", 1)[1] for t, _p in pubs}
+    r = run_cli("tools.gateway", "query", "export", "snapshots", "--db", str(tmp_path / "gw.db"))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 5, r.stderr
+    st.close()

@@ -162,6 +162,8 @@ class Gateway:
         self._ev: list[tuple] = []
         self._ev_meta: list[tuple] = []  # (frame, link, addr) per _ev row
         self._res: list[tuple] = []
+        self._cfg: list[tuple] = []  # CONFIG rows
+        self._snap: list[tuple] = []  # SNAPSHOT chunk rows
         self._res_meta: list[tuple] = []  # (frame, link, addr, request id or None)
         self._cmd_dirty: dict[str, Command] = {}  # command rows to write with the next batch
         self._inflight: dict[int, Command] = {}  # device -> its command in flight
@@ -189,7 +191,14 @@ class Gateway:
             )
 
     def pending(self) -> int:
-        return len(self._tel) + len(self._ev) + len(self._res) + len(self._reack)
+        return (
+            len(self._tel)
+            + len(self._ev)
+            + len(self._res)
+            + len(self._reack)
+            + len(self._cfg)
+            + len(self._snap)
+        )
 
     def commands_in_flight(self) -> int:
         return len(self._inflight)
@@ -316,9 +325,18 @@ class Gateway:
             self._seen[f.device] = (now, link.name, _addr(addr), None, fw, fields["boot_count"])
             if self.publish is not None:
                 self._pub(f.device, "hello", f, now)
-        else:  # CONFIG, SNAPSHOT: passed on to platforms, not stored
+        elif t in (M.CONFIG, M.SNAPSHOT):  # stored with the next batch, republished now
             self._touch(f.device, now, link, addr)
             self.count("rx:" + f.name)
+            dev_time = f.time + EPOCH_UNIX if f.time else None
+            if t == M.CONFIG:
+                self._cfg.append((f.device, f.counter, now, dev_time, fields["config_hash"],
+                                  json.dumps(fields["params"]), self.name))  # fmt: skip
+            else:
+                self._snap.append((f.device, now, dev_time, fields["snap_id"],
+                                   str(fields["channel"]), fields["chunk"], fields["chunks"],
+                                   fields["scale_exp"], fields["rate_hz"], fields["trigger"],
+                                   fields["offset"], json.dumps(fields["samples"])))  # fmt: skip
             if self.publish is not None:
                 self._pub(f.device, f.name, f, now)
         if len(self._tel) + len(self._ev) >= self.batch:
@@ -377,6 +395,8 @@ class Gateway:
             self._tel
             or self._ev
             or self._res
+            or self._cfg
+            or self._snap
             or self._reack
             or self._seen
             or self._unflushed
@@ -388,11 +408,12 @@ class Gateway:
         self._tel, self._ev, self._ev_meta, self._res, self._res_meta = [], [], [], [], []
         self._reack, self._seen = [], {}
         cmds, self._cmd_dirty = self._cmd_dirty, {}
+        cfg, snap, self._cfg, self._snap = self._cfg, self._snap, [], []
         self.count("stored:telemetry", len(tel))
         counters, self._unflushed = self._unflushed, {}
         try:
             new = self.store.flush(
-                tel, ev, res, seen, counters, [c.row(self.name) for c in cmds.values()]
+                tel, ev, res, seen, counters, [c.row(self.name) for c in cmds.values()], cfg, snap
             )
         except Exception:  # disk full, locked for > busy_timeout...: nothing ACKed, devices retry
             log.exception(

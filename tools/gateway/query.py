@@ -199,6 +199,8 @@ EXPORTS = {
     "alarms": "SELECT * FROM alarm_state ORDER BY device, channel",
     "results": "SELECT * FROM results ORDER BY id",
     "commands": "SELECT * FROM commands ORDER BY requested, device",
+    "configs": "SELECT * FROM configs ORDER BY id",
+    "snapshots": "SELECT * FROM snapshots ORDER BY device, snap_id, chunk",
 }
 
 
@@ -209,7 +211,14 @@ def export(
         raise QueryError(f"unknown table {table!r} (one of: {', '.join(EXPORTS)})")
     q = EXPORTS[table]
     args: tuple = ()
-    if since is not None and table in ("events", "telemetry", "results", "commands"):
+    if since is not None and table in (
+        "events",
+        "telemetry",
+        "results",
+        "commands",
+        "configs",
+        "snapshots",
+    ):
         col = "requested" if table == "commands" else "rx"
         q = q.replace(" ORDER BY", f" WHERE {col} >= ? ORDER BY")
         args = (since,)

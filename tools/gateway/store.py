@@ -8,6 +8,8 @@ Tables (docs/gateway.md has the full description):
                instance (sharing this file) receives it
   alarm_state  latest state per (device, channel): alarm / prealarm / fault / normal
   results      command results (RESULT frames)
+  configs      CONFIG frames: the detector's settings (answer to get_config / set_config)
+  snapshots    SNAPSHOT chunks: waveform samples around an alarm, one row per chunk
   commands     one row per command request: queued / sent / done / timeout / abandoned,
                the COMMAND's host counter, tries, and the RESULT that answered it
   counters     per gateway instance: frames in, stored, rejected by reason (never the frames)
@@ -107,6 +109,34 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_device_counter ON commands(device, cmd_counter);
 CREATE INDEX IF NOT EXISTS commands_requested ON commands(requested);
+CREATE TABLE IF NOT EXISTS configs (
+    id          INTEGER PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    counter     INTEGER,
+    rx          REAL NOT NULL,
+    dev_time    INTEGER,
+    config_hash INTEGER NOT NULL,
+    params      TEXT NOT NULL,
+    gateway     TEXT NOT NULL,
+    UNIQUE(device, counter)
+);
+CREATE INDEX IF NOT EXISTS configs_device_rx ON configs(device, rx);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id          INTEGER PRIMARY KEY,
+    device      INTEGER NOT NULL,
+    rx          REAL NOT NULL,
+    dev_time    INTEGER,
+    snap_id     INTEGER NOT NULL,
+    channel     TEXT NOT NULL,
+    chunk       INTEGER NOT NULL,
+    chunks      INTEGER NOT NULL,
+    scale_exp   INTEGER NOT NULL,
+    rate_hz     INTEGER NOT NULL,
+    trigger     INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    samples     TEXT NOT NULL,
+    UNIQUE(device, snap_id, chunk)
+);
 CREATE TABLE IF NOT EXISTS counters (
     gateway     TEXT NOT NULL,
     name        TEXT NOT NULL,
@@ -135,6 +165,12 @@ _INS_EV = "INSERT OR IGNORE INTO events(device, counter, seq, rx, dev_time, kind
 threshold, tag, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _INS_RES = "INSERT OR IGNORE INTO results(device, counter, rx, cmd_counter, cmd, status, value) \
 VALUES (?,?,?,?,?,?,?)"
+_INS_CFG = "INSERT OR IGNORE INTO configs(device, counter, rx, dev_time, config_hash, params, \
+gateway) VALUES (?,?,?,?,?,?,?)"
+# A snapshot chunk received again (the host re-requests missing chunks by repeating the command,
+# SPEC 5.6) replaces the earlier copy: the latest snapshot with that id wins.
+_INS_SNAP = "INSERT OR REPLACE INTO snapshots(device, rx, dev_time, snap_id, channel, chunk, \
+chunks, scale_exp, rate_hz, trigger, offset, samples) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 # A command row as the gateway last knew it. A `done` written meanwhile (a sibling instance
 # stored the RESULT, or a late RESULT arrived) is never turned back into timeout/abandoned.
 _UPS_CMD = "INSERT INTO commands(request, device, gateway, cmd, args, requested, cmd_counter, \
@@ -238,10 +274,13 @@ class Store:
         seen: dict[int, tuple],
         counters: dict[str, int],
         commands: list[tuple] | None = None,
+        configs: list[tuple] | None = None,
+        snapshots: list[tuple] | None = None,
     ) -> list[bool]:
         """Write one batch. events rows follow _INS_EV's columns. seen: device ->
         (last_seen, transport, address, status or None, fw or None, boot_count or None).
-        commands: rows for _UPS_CMD (requests created or changed since the last batch).
+        commands: rows for _UPS_CMD (requests created or changed since the last batch);
+        configs, snapshots: rows for _INS_CFG, _INS_SNAP.
         Returns, per event row, True if it was new (inserted), False if already stored."""
         new: list[bool] = []
         db = self.db
@@ -256,6 +295,10 @@ class Store:
                     self._apply_event(row)
             if commands:
                 db.executemany(_UPS_CMD, commands)
+            if configs:
+                db.executemany(_INS_CFG, configs)
+            if snapshots:
+                db.executemany(_INS_SNAP, snapshots)
             if results:
                 db.executemany(_INS_RES, results)
                 db.executemany(_DONE_CMD, [(r[5], r[6], r[2], r[0], r[3]) for r in results])
