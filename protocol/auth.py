@@ -17,7 +17,7 @@ import hashlib
 from efd.compat import const
 
 TAG_LEN = const(8)
-KEY_LEN = const(32)  # per-device key; RFC 2104 §3: at least the hash output length (32 bytes)
+_KEY_LEN = const(32)  # per-device key; RFC 2104 §3: at least the hash output length (32 bytes)
 COUNTER_MAX = 0xFFFFFFFF
 
 

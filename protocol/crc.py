@@ -19,7 +19,7 @@ CHECK = 0x29B1  # crc16(b"123456789"): the catalogue's check value; tests assert
 
 
 def _make_table():
-    t = array("H", [0] * 256)
+    t = array("H", bytes(512))  # 256 zeros, without a 256-int list on the heap
     for i in range(256):
         c = i << 8
         for _ in range(8):

@@ -20,11 +20,11 @@ from protocol.auth import TAG_LEN
 from protocol.crc import crc16, crc16_frame
 
 VERSION = const(1)
-HEADER_LEN = const(10)
+_HEADER_LEN = const(10)
 CRC_LEN = const(2)
-AUTH_LEN = const(12)  # counter + tag
-A_BIT = const(0x80)
-MIN_FRAME = const(12)  # header + CRC
+_AUTH_LEN = const(12)  # counter + tag
+_A_BIT = const(0x80)
+_MIN_FRAME = const(12)  # header + CRC
 MAX_FRAME = const(254)  # COBS then adds exactly one byte (cobs.py)
 MAX_WIRE = const(256)  # MAX_FRAME + COBS code byte + delimiter
 
@@ -192,7 +192,7 @@ def parse(raw, uplink=None):
     thus never loads the host's decoders (protocol/host.py) for the other detectors' frames
     it hears on a shared bus. None: decode every type."""
     n = len(raw)
-    if n < MIN_FRAME:
+    if n < _MIN_FRAME:
         return Error(E_SHORT, raw)
     if n > MAX_FRAME:
         return Error(E_OVERFLOW, raw)
@@ -208,9 +208,9 @@ def parse(raw, uplink=None):
     typ = hdr & 0x1F
     end = n - 2
     counter = tag = None
-    if hdr & A_BIT:
-        end -= AUTH_LEN
-        if end < HEADER_LEN:
+    if hdr & _A_BIT:
+        end -= _AUTH_LEN
+        if end < _HEADER_LEN:
             return Error(E_LENGTH, raw, dev, seq, typ)
         counter = struct.unpack_from("<I", raw, end)[0]
         tag = raw[end + 4 : end + 4 + TAG_LEN]
@@ -218,7 +218,7 @@ def parse(raw, uplink=None):
         return Error(E_TYPE, raw, dev, seq, typ)
     if uplink is not None and messages.uplink(typ) != uplink:
         return Error(E_DIRECTION, raw, dev, seq, typ)
-    fields = messages.unpack(typ, raw, HEADER_LEN, end)
+    fields = messages.unpack(typ, raw, _HEADER_LEN, end)
     if fields is None:
         return Error(E_LENGTH, raw, dev, seq, typ)
     return Frame(typ, dev, seq, t, fields, raw, counter, tag, crc)
@@ -284,7 +284,7 @@ class Encoder:
             self.seq = (seq + 1) & 0xFF
         hdr = (VERSION << 5) | typ
         if auth:
-            hdr |= A_BIT
+            hdr |= _A_BIT
         struct.pack_into("<BIBI", self.frame, 0, hdr, self.device, seq, t)
 
     def _finish(self, end, auth, counter):
@@ -313,7 +313,7 @@ class Encoder:
         struct.pack_into(
             "<HhhhhHHHH",
             self.frame,
-            HEADER_LEN,
+            _HEADER_LEN,
             residual,
             temps[0],
             temps[1],
@@ -324,17 +324,17 @@ class Encoder:
             lines[2],
             status,
         )
-        return self._finish(HEADER_LEN + 18, False, 0)
+        return self._finish(_HEADER_LEN + 18, False, 0)
 
     def event(self, t, kind, channel, value, threshold, auth=True, seq=-1, counter=-1):
         """An event (efd.events codes). Tagged by default: hosts act on events."""
         auth = auth and self.key is not None
         self._header(messages.EVENT, t, auth, seq)
-        struct.pack_into("<BBii", self.frame, HEADER_LEN, kind, channel, value, threshold)
-        return self._finish(HEADER_LEN + 10, auth, counter)
+        struct.pack_into("<BBii", self.frame, _HEADER_LEN, kind, channel, value, threshold)
+        return self._finish(_HEADER_LEN + 10, auth, counter)
 
     def message(self, typ, t, fields, auth=False, seq=-1, counter=-1):
         """Any message from a fields dict (messages.pack): host side, tests, rare frames."""
         self._header(typ, t, auth, seq)
-        end = messages.pack(typ, fields, self.frame, HEADER_LEN)
+        end = messages.pack(typ, fields, self.frame, _HEADER_LEN)
         return bytes(self._wmv[: self._finish(end, auth, counter)])

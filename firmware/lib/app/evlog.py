@@ -22,8 +22,8 @@ from efd.compat import const
 from protocol.crc import crc16
 
 CAP = const(1024)
-REC = const(32)
-HDR = const(16)
+_REC = const(32)
+_HDR = const(16)
 _FMT = "<IIIiiBBBB"  # 24 bytes, then crc16
 _MASK32 = 0xFFFFFFFF
 PATH = "events.bin"
@@ -33,7 +33,7 @@ class EventLog:
     def __init__(self, path=PATH, cap=CAP):
         self.path = path
         self.cap = cap
-        self.buf = bytearray(REC)
+        self.buf = bytearray(_REC)
         self.head = 0  # newest id written
         self.acked = 0  # every id <= acked has been acknowledged
         self._slot = 0  # ack slot to write next
@@ -41,7 +41,7 @@ class EventLog:
         self._scan()
 
     def _open(self):
-        size = HDR + self.cap * REC
+        size = _HDR + self.cap * _REC
         try:
             f = open(self.path, "r+b")
             f.seek(0, 2)
@@ -75,7 +75,7 @@ class EventLog:
         self.acked = best if best > 0 else 0
         head = 0
         for i in range(self.cap):
-            f.seek(HDR + i * REC)
+            f.seek(_HDR + i * _REC)
             f.readinto(b)
             if self._valid(b) and struct.unpack_from("<I", b, 0)[0] > head:
                 head = struct.unpack_from("<I", b, 0)[0]
@@ -96,7 +96,7 @@ class EventLog:
         b[24] = c & 0xFF
         b[25] = c >> 8
         f = self.f
-        f.seek(HDR + (rid % self.cap) * REC)
+        f.seek(_HDR + (rid % self.cap) * _REC)
         f.write(b)
         f.flush()
         self.head = rid
@@ -120,7 +120,7 @@ class EventLog:
         no longer holds it (overwritten or torn)."""
         b = self.buf
         f = self.f
-        f.seek(HDR + (rid % self.cap) * REC)
+        f.seek(_HDR + (rid % self.cap) * _REC)
         f.readinto(b)
         if not self._valid(b):
             return None

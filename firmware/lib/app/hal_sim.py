@@ -19,7 +19,7 @@ from array import array
 from efd import ntc, rms, ticks
 from efd.compat import const
 
-SINE_SCALE = const(10000)
+_SINE_SCALE = const(10000)
 FEED_MAGIC = b"EFDFEED1"
 # Per window: residual + 3 phases (rms.N u16 each), 4 NTC codes, arc pulses, pad: all u16 LE.
 FEED_RECORD = 2 * (4 * rms.N + 6)
@@ -127,7 +127,7 @@ class SimHal:
         import math
 
         for i in range(rms.SAMPLES_PER_CYCLE):
-            self.sine[i] = int(SINE_SCALE * math.sin(2 * math.pi * i / rms.SAMPLES_PER_CYCLE))
+            self.sine[i] = int(_SINE_SCALE * math.sin(2 * math.pi * i / rms.SAMPLES_PER_CYCLE))
         self.feed = None
         self.arc_acc = 0
         self.arc_word = array("H", [0, 0])
@@ -230,7 +230,7 @@ class SimHal:
         s = self.sine
         k = len(s)
         for i in range(len(buf)):
-            v = buf[i] + peak * s[i % k] // SINE_SCALE
+            v = buf[i] + peak * s[i % k] // _SINE_SCALE
             buf[i] = 0 if v < 0 else (rms.ADC_MAX if v > rms.ADC_MAX else v)
 
     def arc_count(self):

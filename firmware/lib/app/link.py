@@ -14,9 +14,9 @@ from protocol import messages as M
 from protocol.session import DETECTOR_REQUIRES, Peer
 from protocol.stream import StreamDecoder
 
-RETX_FIRST_MS = const(2000)
-RETX_MAX_MS = const(60000)
-TELEMETRY_MS = const(10000)
+_RETX_FIRST_MS = const(2000)
+_RETX_MAX_MS = const(60000)
+_TELEMETRY_MS = const(10000)
 _RX = const(64)
 
 
@@ -40,7 +40,7 @@ class Link:
         self.inflight_crc = -1
         self.inflight_wire = None
         self.retx_at = 0
-        self.retx_ms = RETX_FIRST_MS
+        self.retx_ms = _RETX_FIRST_MS
         self.tele_at = 0
         self.last_result = None  # (counter, bytes) for duplicate commands
         self.handler = None  # app: command(fields, counter, now) -> (status, value, extra)
@@ -113,7 +113,7 @@ class Link:
                 self.log.ack(self.inflight)
                 self.inflight = 0
                 self.inflight_wire = None
-                self.retx_ms = RETX_FIRST_MS
+                self.retx_ms = _RETX_FIRST_MS
                 self.stats[2] += 1
         if t == M.POLL:
             self.tele_at = now  # a POLL asks for the latest telemetry now
@@ -170,10 +170,11 @@ class Link:
             io.write(self.inflight_wire)
             if not polled:
                 self.retx_at = ticks.add(now, self.retx_ms)
-                self.retx_ms = self.retx_ms * 2 if self.retx_ms < RETX_MAX_MS // 2 else RETX_MAX_MS
+                ms = self.retx_ms
+                self.retx_ms = ms * 2 if ms < _RETX_MAX_MS // 2 else _RETX_MAX_MS
             return True
         if polled or ticks.diff(now, self.tele_at) >= 0:
-            self.tele_at = ticks.add(now, TELEMETRY_MS)
+            self.tele_at = ticks.add(now, _TELEMETRY_MS)
             n = self.telemetry(now)
             io.write(self.enc.view(n))
             return True

@@ -31,21 +31,21 @@ from efd.threshold import OFF, Threshold
 # so a true RMS <= 80 % never alarms and >= 100 % always does.
 LEAK_DECISION_PCT = const(90)
 # A window with at least this many clipped samples is over-range (one stray sample is not).
-CLIP_MIN = const(2)
+_CLIP_MIN = const(2)
 # A CT mean this close to a rail is a lead fault (open: pulled to 0 V; short: at the supply),
 # not just a drifting bias.
-RAIL_MARGIN = const(256)
-# Temperature smoothing: an exponential average over 2^TEMP_SMOOTH windows (~0.8 s time
+_RAIL_MARGIN = const(256)
+# Temperature smoothing: an exponential average over 2^_TEMP_SMOOTH windows (~0.8 s time
 # constant at 100 ms windows). One ADC count is ~0.5 degC near 150 degC, so a raw reading is
 # too noisy to compare with the set value; the lag this adds is tiny against GB 14287.3's 40 s.
-TEMP_SMOOTH = const(3)
-ARC_ALARM = const(14)  # GB 14287.4: >= 14 arc half-cycles in 1 s -> alarm
-ARC_QUIET = const(9)  # GB 14287.4: <= 9 half-cycles in 1 s -> no alarm
+_TEMP_SMOOTH = const(3)
+_ARC_ALARM = const(14)  # GB 14287.4: >= 14 arc half-cycles in 1 s -> alarm
+_ARC_QUIET = const(9)  # GB 14287.4: <= 9 half-cycles in 1 s -> no alarm
 
 # Status word bits: latched alarm, fault and pre-alarm per channel (channel number = bit).
-STATUS_ALARM_SHIFT = const(0)
-STATUS_FAULT_SHIFT = const(9)
-STATUS_PRE_SHIFT = const(18)
+_STATUS_ALARM_SHIFT = const(0)
+_STATUS_FAULT_SHIFT = const(9)
+_STATUS_PRE_SHIFT = const(18)
 
 
 class Detector:
@@ -53,10 +53,10 @@ class Detector:
         self.events = EventQueue(capacity)
         q = self.events
         # Inputs, filled in place by the HAL/simulator before process().
-        self.residual = array("H", [rms.MID] * rms.N)
-        self.phase = [array("H", [rms.MID] * rms.N) for _ in range(3)]
+        self.residual = _mid_scale()
+        self.phase = [_mid_scale() for _ in range(3)]
         self.temp_code = array("H", [2048] * 4)
-        self._temp_acc = array("i", [0] * 4)  # smoothed 0.1 degC << TEMP_SMOOTH; 0 = restart
+        self._temp_acc = array("i", [0] * 4)  # smoothed 0.1 degC << _TEMP_SMOOTH; 0 = restart
         # Latest measurement per channel (residual mA, 0.1 degC, 0.01 A, arc count).
         self.values = array("i", [0] * N_CHANNELS)
         self.rules = [Threshold(ch, q) for ch in range(N_CHANNELS)]
@@ -100,7 +100,7 @@ class Detector:
                 cfg["line_delay_s"] * 1000,
             )
         self.rules[ARC].configure(
-            ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, ARC_ALARM - ARC_QUIET - 1, 0
+            _ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, _ARC_ALARM - _ARC_QUIET - 1, 0
         )
         delay = cfg["fault_delay_s"] * 1000
         for f in self.faults:
@@ -124,10 +124,10 @@ class Detector:
         mean = rms.mean_code(rms.N, st[rms.S1])
         code = 0
         if mean < self.cfg["ct_bias_lo"]:
-            code = FAULT_OPEN if mean < RAIL_MARGIN else FAULT_BIAS
+            code = FAULT_OPEN if mean < _RAIL_MARGIN else FAULT_BIAS
         elif mean > self.cfg["ct_bias_hi"]:
-            code = FAULT_SHORT if mean > rms.ADC_MAX - RAIL_MARGIN else FAULT_BIAS
-        elif st[rms.CLIPPED] >= CLIP_MIN:
+            code = FAULT_SHORT if mean > rms.ADC_MAX - _RAIL_MARGIN else FAULT_BIAS
+        elif st[rms.CLIPPED] >= _CLIP_MIN:
             code = FAULT_OVERRANGE
         self.faults[ch].update(code, now)
         rule = self.rules[ch]
@@ -150,13 +150,13 @@ class Detector:
         raw = ntc.to_decic(code)
         acc = self._temp_acc[i]
         if acc == 0:
-            acc = raw << TEMP_SMOOTH  # first reading (or after a fault): start from it
+            acc = raw << _TEMP_SMOOTH  # first reading (or after a fault): start from it
         else:
-            acc += raw - (acc >> TEMP_SMOOTH)
+            acc += raw - (acc >> _TEMP_SMOOTH)
         if acc == 0:
             acc = 1  # 0 means "restart": -0.0..0.1 degC is kept as a tiny offset instead
         self._temp_acc[i] = acc
-        dc = (acc + (1 << (TEMP_SMOOTH - 1))) >> TEMP_SMOOTH
+        dc = (acc + (1 << (_TEMP_SMOOTH - 1))) >> _TEMP_SMOOTH
         self.values[ch] = dc
         self.rules[ch].update(dc, now)
         self.rors[i].update(dc, now)
@@ -176,16 +176,16 @@ class Detector:
         return ok
 
     def status(self):
-        """Bit field: latched alarm / fault / pre-alarm per channel (see STATUS_*_SHIFT)."""
+        """Bit field: latched alarm / fault / pre-alarm per channel (see _STATUS_*_SHIFT)."""
         s = 0
         for ch in range(N_CHANNELS):
             r = self.rules[ch]
             if r.latched:
-                s |= 1 << (STATUS_ALARM_SHIFT + ch)
+                s |= 1 << (_STATUS_ALARM_SHIFT + ch)
             if self.faults[ch].reported:
-                s |= 1 << (STATUS_FAULT_SHIFT + ch)
+                s |= 1 << (_STATUS_FAULT_SHIFT + ch)
             if r.pre:
-                s |= 1 << (STATUS_PRE_SHIFT + ch)
+                s |= 1 << (_STATUS_PRE_SHIFT + ch)
         return s
 
     def alarmed(self):
@@ -193,6 +193,16 @@ class Detector:
             if r.latched:
                 return True
         return False
+
+
+def _mid_scale():
+    # A window buffer at mid-scale, built from zero bytes: a list of rms.N ints would take 4x
+    # the array's size on the heap for a moment (8 bytes each on 64-bit), the largest
+    # contiguous block the firmware asks for at boot.
+    a = array("H", bytes(2 * rms.N))
+    for i in range(rms.N):
+        a[i] = rms.MID
+    return a
 
 
 def _pct(value, pct):

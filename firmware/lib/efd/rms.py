@@ -19,16 +19,16 @@
 from efd.compat import const, micropython, ptr16, ptr32
 
 SAMPLES_PER_CYCLE = const(40)
-WINDOW_CYCLES = const(5)
-N = const(200)  # SAMPLES_PER_CYCLE * WINDOW_CYCLES
+_WINDOW_CYCLES = const(5)
+N = const(200)  # SAMPLES_PER_CYCLE * _WINDOW_CYCLES
 MID = const(2048)  # 12-bit mid-scale
 ADC_MAX = const(4095)
 # A sample at or beyond these counts is clipped: the ESP32 ADC saturates at 0 and 4095 and is
 # non-linear in the last few counts (Espressif ADC docs), so the edge counts are not trusted.
 CLIP_LO = const(3)
 CLIP_HI = const(4092)
-RMS_FRAC_BITS = const(3)  # rms8 = RMS in counts * 8
-GAIN_SHIFT = const(12)  # calibration gains are Q12: units per count * 4096
+_RMS_FRAC_BITS = const(3)  # rms8 = RMS in counts * 8
+_GAIN_SHIFT = const(12)  # calibration gains are Q12: units per count * 4096
 GAIN_MAX = const(60000)  # rms8 <= 16380, 16380 * 60000 + 2^14 < 2^30
 
 # Indexes into the `out` array filled by accumulate().
@@ -119,7 +119,8 @@ def rms8(n, s1, s2):
 def to_units(r8, gain_q12):
     """Scale rms8 by a Q12 calibration gain (units per count * 4096), rounded."""
     # r8 * gain < 16381 * 60000 < 2^30: see GAIN_MAX.
-    return (r8 * gain_q12 + (1 << (GAIN_SHIFT + RMS_FRAC_BITS - 1))) >> (GAIN_SHIFT + RMS_FRAC_BITS)
+    shift = _GAIN_SHIFT + _RMS_FRAC_BITS  # folded to one constant by the compiler
+    return (r8 * gain_q12 + (1 << (shift - 1))) >> shift
 
 
 def mean_code(n, s1):

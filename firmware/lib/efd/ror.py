@@ -11,8 +11,8 @@ from efd.compat import const
 from efd.events import ROR
 from efd.ticks import diff
 
-SLOT_MS = const(10000)
-SLOTS = const(7)  # 7 readings 10 s apart span 60 s
+_SLOT_MS = const(10000)
+_SLOTS = const(7)  # 7 readings 10 s apart span 60 s
 
 
 class RateOfRise:
@@ -20,7 +20,7 @@ class RateOfRise:
         self.channel = channel
         self.queue = queue
         self.threshold = 0  # 0.1 degC per minute; 0 = off
-        self.hist = array("i", [0] * SLOTS)
+        self.hist = array("i", [0] * _SLOTS)
         self.count = 0
         self.last = 0
         self.on = False
@@ -31,18 +31,18 @@ class RateOfRise:
         self.on = False
 
     def update(self, decic, now):
-        if self.count and diff(now, self.last) < SLOT_MS:
+        if self.count and diff(now, self.last) < _SLOT_MS:
             return
         h = self.hist
-        for i in range(SLOTS - 1):
+        for i in range(_SLOTS - 1):
             h[i] = h[i + 1]
-        h[SLOTS - 1] = decic
+        h[_SLOTS - 1] = decic
         self.last = now
-        if self.count < SLOTS:
+        if self.count < _SLOTS:
             self.count += 1
-        if self.count < SLOTS or not self.threshold:
+        if self.count < _SLOTS or not self.threshold:
             return
-        rate = h[SLOTS - 1] - h[0]
+        rate = h[_SLOTS - 1] - h[0]
         if rate >= self.threshold:
             if not self.on:
                 self.on = True

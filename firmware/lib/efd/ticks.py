@@ -9,25 +9,25 @@
 # halves instead of as the constant 2^30, which is itself a heap-allocated long on a 32-bit port.
 from efd.compat import const
 
-PERIOD_HALF = const(0x20000000)  # 2^29
+_PERIOD_HALF = const(0x20000000)  # 2^29
 MASK = const(0x3FFFFFFF)  # 2^30 - 1
 
 
 def diff(a, b):
     """Signed a - b in ms for two wrapping timestamps less than 2^29 ms (6.2 days) apart."""
     d = a - b
-    if d >= PERIOD_HALF:
-        d = d - PERIOD_HALF - PERIOD_HALF
-    elif d < -PERIOD_HALF:
-        d = d + PERIOD_HALF + PERIOD_HALF
+    if d >= _PERIOD_HALF:
+        d = d - _PERIOD_HALF - _PERIOD_HALF
+    elif d < -_PERIOD_HALF:
+        d = d + _PERIOD_HALF + _PERIOD_HALF
     return d
 
 
 def add(t, delta):
     """t + delta wrapped into [0, 2^30), for 0 <= t < 2^30 and |delta| < 2^29."""
-    r = t - PERIOD_HALF + delta  # in (-2^30, 2^30): still a small int
-    if r >= PERIOD_HALF:
-        return r - PERIOD_HALF
-    if r < -PERIOD_HALF:
-        return r + PERIOD_HALF + PERIOD_HALF + PERIOD_HALF
-    return r + PERIOD_HALF
+    r = t - _PERIOD_HALF + delta  # in (-2^30, 2^30): still a small int
+    if r >= _PERIOD_HALF:
+        return r - _PERIOD_HALF
+    if r < -_PERIOD_HALF:
+        return r + _PERIOD_HALF + _PERIOD_HALF + _PERIOD_HALF
+    return r + _PERIOD_HALF
