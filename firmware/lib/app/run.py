@@ -21,8 +21,7 @@ from protocol.auth import Key, make_counter
 
 IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
 STATE = "state.json"  # {"boots": n, "host_ctr": n}
-SELFTEST_MARGIN_MS = const(3000)  # alarm delay + this without an alarm = self-test failed
-SNAP_CHUNK = const(96)
+_SELFTEST_MARGIN_MS = const(3000)  # alarm delay + this without an alarm = self-test failed
 
 
 def load_identity():
@@ -81,7 +80,7 @@ class App:
         self.selftest_clear = False
         self.selftest_was = False
         self.reboot_at = -1
-        self.snap = array("H", [0] * 200)
+        self.snap = array("H", bytes(400))  # 200 samples; no 200-int list on the way
         self.snap_id = 0
         self.snap_trig = 0
         self.windows = 0
@@ -192,7 +191,7 @@ class App:
         elif rule.latched:
             passed = 1
         if passed < 0 and ticks.diff(now, self.selftest_at) > (
-            det.cfg["leak_delay_s"] * 1000 + SELFTEST_MARGIN_MS
+            det.cfg["leak_delay_s"] * 1000 + _SELFTEST_MARGIN_MS
         ):
             passed = 0
         if passed < 0:
@@ -211,47 +210,10 @@ class App:
     # -- commands (authenticated by the link before they get here) ------------------------------
     def command(self, f, counter, now):
         """-> (status, value, extra frames); status -1: the RESULT comes later."""
-        cmd = f["cmd"]
-        det = self.det
-        if cmd == "reset":
-            ch = f["channel"]
-            if ch == "all":
-                ok = det.reset(now)
-            elif isinstance(ch, str):
-                ok = det.rules[ev.CHANNEL_NAMES.index(ch)].reset(now)
-            else:
-                return 2, 0, ()
-            self._drain(now)
-            return (0 if ok else 4), 0, ()
-        if cmd == "selftest":
-            if not self.start_selftest(now, counter):
-                return 3, 0, ()
-            return -1, 0, ()
-        if cmd == "set_config":
-            new, bad = settings.validate_update(self.overrides, f["params"])
-            if new is None:
-                return 2, bad, ()
-            settings.save(new)
-            self.overrides = new
-            det.configure(new)
-            self.problems &= ~1
-            return 0, 0, (self.config_frame(),)
-        if cmd == "time_sync":
-            self.hal.set_time(f["set_time"])
-            return 0, 0, ()
-        if cmd == "snapshot":
-            sid = f["snap_id"]
-            if sid == 0 and self.snap_id == 0:
-                self._capture(ev.RESIDUAL, 0)  # no alarm yet: the current window
-            elif sid != 0 and sid != self.snap_id:
-                return 2, 0, ()
-            return 0, self.snap_id, self.snapshot_frames()
-        if cmd == "reboot":
-            self.reboot_at = ticks.add(now, 300)
-            return 0, 0, ()
-        if cmd == "get_config":
-            return 0, 0, (self.config_frame(),)
-        return 1, 0, ()
+        # Commands are rare: their code (app/commands.py) is loaded by the first one.
+        from app import commands
+
+        return commands.command(self, f, counter, now)
 
     # -- frames ---------------------------------------------------------------------------------
     def hello(self):
@@ -265,15 +227,6 @@ class App:
                 "config_hash": settings.config_hash(self.det.cfg),
                 "host_counter": self.host_ctr,
             },
-        )
-
-    def config_frame(self):
-        cfg = self.det.cfg
-        return self.link.enc.message(
-            M.CONFIG,
-            self.hal.time(),
-            {"config_hash": settings.config_hash(cfg), "params": settings.params(cfg)},
-            auth=True,
         )
 
     def telemetry(self, now):
@@ -314,44 +267,6 @@ class App:
             dst[i] = src[i]
         self.snap_id = (self.snap_id % 0xFFFF) + 1
         self.snap_trig = trig
-
-    def snapshot_frames(self):
-        # Samples in 0.1 mA (scale_exp -1) around the window mean; clamp to i16.
-        gain = self.det.cfg["res_gain_q12"]
-        s = self.snap
-        n = len(s)
-        mean = 0
-        for x in s:
-            mean += x
-        mean //= n
-        chunks = (n + SNAP_CHUNK - 1) // SNAP_CHUNK
-        rate = 40 * self.det.cfg["mains_hz"]
-        out = []
-        for k in range(chunks):
-            lo = k * SNAP_CHUNK
-            hi = lo + SNAP_CHUNK if lo + SNAP_CHUNK < n else n
-            samples = []
-            for i in range(lo, hi):
-                y = (s[i] - mean) * gain * 10 >> 12
-                samples.append(32767 if y > 32767 else (-32767 if y < -32767 else y))
-            out.append(
-                self.link.enc.message(
-                    M.SNAPSHOT,
-                    self.hal.time(),
-                    {
-                        "snap_id": self.snap_id,
-                        "channel": ev.RESIDUAL,
-                        "chunk": k,
-                        "chunks": chunks,
-                        "scale_exp": -1,
-                        "rate_hz": rate,
-                        "trigger": self.snap_trig,
-                        "offset": lo,
-                        "samples": samples,
-                    },
-                )
-            )
-        return out
 
 
 def main(hal):

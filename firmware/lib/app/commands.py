@@ -1,0 +1,104 @@
+# Command handling for app.run.App, loaded by the first command (commands are rare; the main loop
+# never needs this code, so a detector that is never commanded never spends heap on it).
+# Functions of the App, not methods: `app` is the run.App instance.
+from app import settings
+from efd import events as ev
+from efd import ticks
+from efd.compat import const
+from protocol import messages as M
+
+_SNAP_CHUNK = const(96)
+
+
+def command(app, f, counter, now):
+    """-> (status, value, extra frames); status -1: the RESULT comes later."""
+    cmd = f["cmd"]
+    det = app.det
+    if cmd == "reset":
+        ch = f["channel"]
+        if ch == "all":
+            ok = det.reset(now)
+        elif isinstance(ch, str):
+            ok = det.rules[ev.CHANNEL_NAMES.index(ch)].reset(now)
+        else:
+            return 2, 0, ()
+        app._drain(now)
+        return (0 if ok else 4), 0, ()
+    if cmd == "selftest":
+        if not app.start_selftest(now, counter):
+            return 3, 0, ()
+        return -1, 0, ()
+    if cmd == "set_config":
+        new, bad = settings.validate_update(app.overrides, f["params"])
+        if new is None:
+            return 2, bad, ()
+        settings.save(new)
+        app.overrides = new
+        det.configure(new)
+        app.problems &= ~1
+        return 0, 0, (config_frame(app),)
+    if cmd == "time_sync":
+        app.hal.set_time(f["set_time"])
+        return 0, 0, ()
+    if cmd == "snapshot":
+        sid = f["snap_id"]
+        if sid == 0 and app.snap_id == 0:
+            app._capture(ev.RESIDUAL, 0)  # no alarm yet: the current window
+        elif sid != 0 and sid != app.snap_id:
+            return 2, 0, ()
+        return 0, app.snap_id, snapshot_frames(app)
+    if cmd == "reboot":
+        app.reboot_at = ticks.add(now, 300)
+        return 0, 0, ()
+    if cmd == "get_config":
+        return 0, 0, (config_frame(app),)
+    return 1, 0, ()
+
+
+def config_frame(app):
+    cfg = app.det.cfg
+    return app.link.enc.message(
+        M.CONFIG,
+        app.hal.time(),
+        {"config_hash": settings.config_hash(cfg), "params": settings.params(cfg)},
+        auth=True,
+    )
+
+
+def snapshot_frames(app):
+    # Samples in 0.1 mA (scale_exp -1) around the window mean; clamp to i16.
+    gain = app.det.cfg["res_gain_q12"]
+    s = app.snap
+    n = len(s)
+    mean = 0
+    for x in s:
+        mean += x
+    mean //= n
+    chunks = (n + _SNAP_CHUNK - 1) // _SNAP_CHUNK
+    rate = 40 * app.det.cfg["mains_hz"]
+    out = []
+    for k in range(chunks):
+        lo = k * _SNAP_CHUNK
+        hi = lo + _SNAP_CHUNK if lo + _SNAP_CHUNK < n else n
+        samples = []
+        for i in range(lo, hi):
+            y = (s[i] - mean) * gain * 10 >> 12
+            samples.append(32767 if y > 32767 else (-32767 if y < -32767 else y))
+        out.append(
+            app.link.enc.message(
+                M.SNAPSHOT,
+                app.hal.time(),
+                {
+                    "snap_id": app.snap_id,
+                    "channel": ev.RESIDUAL,
+                    "chunk": k,
+                    "chunks": chunks,
+                    "scale_exp": -1,
+                    "rate_hz": rate,
+                    "trigger": app.snap_trig,
+                    "offset": lo,
+                    "samples": samples,
+                },
+            )
+        )
+    return out
