@@ -6,13 +6,15 @@
 # tag (E_DUPLICATE: a retransmission, answer again but do not act again); anything else is
 # E_REPLAY.
 #
-# Two high-water marks per peer (SPEC.md §7.3): one for the frames a sender retransmits until
-# answered (EVENT uplink, COMMAND downlink) and one for everything else. Senders keep one
-# retransmitted frame in flight (stop-and-wait), so a strict mark per class is enough; but one
-# mark for all would let an answer sent meanwhile (a RESULT while an event awaits its ACK, an
-# ACK while a command awaits its RESULT) overtake the retransmission, which would then read as
-# a replay forever and block every later event: an alarm lost. Found by the firmware's
-# link tests; tests/protocol/test_protocol_auth.py keeps it fixed.
+# Three high-water marks per peer (SPEC.md §7.3), one per class of frame: those a sender
+# retransmits until answered (EVENT uplink, COMMAND downlink), RESULT (the cached answer a
+# detector re-sends for a retransmitted command) and everything else. Within a class counters
+# strictly increase (one frame of it in flight at a time), so a strict mark per class is
+# enough. One mark for all would let a frame sent meanwhile (a RESULT while an event awaits
+# its ACK, an ACK while a command awaits its RESULT, a CONFIG after a lost RESULT) overtake a
+# retransmission, which would then read as a replay forever: an event queue blocked behind it
+# (a lost alarm) or a command that timed out although it ran. Found by the firmware's link
+# tests and the gateway's command tests; tests/protocol/test_protocol_auth.py keeps it fixed.
 from protocol import frame as fr
 from protocol import messages
 from protocol.auth import equal
@@ -26,19 +28,24 @@ HOST_REQUIRES = (messages.EVENT, messages.RESULT)
 RETRANSMITTED = (messages.EVENT, messages.COMMAND)
 
 
+def replay_class(t):
+    """0: retransmitted until answered (EVENT, COMMAND); 1: RESULT; 2: any other type."""
+    if t in RETRANSMITTED:
+        return 0
+    return 1 if t == messages.RESULT else 2
+
+
 class Peer:
     def __init__(self, key, last_counter=0, requires=(), uplink=None):
         """key: protocol.auth.Key. last_counter: the persisted high-water mark. requires: the
         types that must be tagged. uplink: True on the host (accepts detector->host types
         only), False on the detector, None to skip the direction check."""
         self.key = key
-        # Class of retransmitted frames (EVENT / COMMAND): persisted by the receiver.
-        self.last = last_counter
-        self.last_tag = None
-        # Every other tagged frame (RESULT, CONFIG, HELLO, ACK): starts at the persisted mark,
-        # which only ever under-states it (counters are shared and increasing on the sender).
-        self.last_other = last_counter
-        self.last_other_tag = None
+        # Mark and tag per replay_class(). Class 0 is the one the receiver persists; the others
+        # start at it after a restart, which only ever under-states them (the sender's counter
+        # is shared by all its frames and increases).
+        self.marks = [last_counter, last_counter, last_counter]
+        self.tags = [None, None, None]
         self.requires = requires
         self.uplink = uplink
 
@@ -55,21 +62,32 @@ class Peer:
         if not equal(self.key.tag(raw, 0, end), frame.tag):
             return self._err(fr.E_BAD_TAG, frame)
         c = frame.counter
-        if frame.type in RETRANSMITTED:
-            if c > self.last:
-                self.last = c
-                self.last_tag = bytes(frame.tag)
-                return None
-            last_tag = self.last_tag if c == self.last else None
-        else:
-            if c > self.last_other:
-                self.last_other = c
-                self.last_other_tag = bytes(frame.tag)
-                return None
-            last_tag = self.last_other_tag if c == self.last_other else None
+        k = replay_class(frame.type)
+        if c > self.marks[k]:
+            self.marks[k] = c
+            self.tags[k] = bytes(frame.tag)
+            return None
+        last_tag = self.tags[k] if c == self.marks[k] else None
         if last_tag is not None and equal(last_tag, frame.tag):
             return self._err(fr.E_DUPLICATE, frame)
         return self._err(fr.E_REPLAY, frame)
+
+    # The persisted mark (class 0: EVENT on the host, COMMAND on the detector).
+    @property
+    def last(self):
+        return self.marks[0]
+
+    @last.setter
+    def last(self, counter):
+        self.marks[0] = counter
+
+    @property
+    def last_tag(self):
+        return self.tags[0]
+
+    @last_tag.setter
+    def last_tag(self, tag):
+        self.tags[0] = tag
 
     def _err(self, code, frame):
         return fr.Error(code, frame.raw, frame.device, frame.seq, frame.type)

@@ -192,3 +192,30 @@ def test_command_retransmitted_after_an_ack_overtook_it_is_still_accepted():
     assert det.check(fr.decode(cmd)) is None
     assert det.check(fr.decode(cmd)).name == "duplicate"
     assert det.check(fr.decode(ack)).name == "duplicate"
+
+
+def test_cached_result_resent_after_its_config_got_through_is_accepted():
+    """get_config answers RESULT (counter c) then CONFIG (c + 1; a HELLO here, the same class).
+    If the RESULT is lost, the
+    host retransmits the command and the detector re-sends the cached RESULT: it must be
+    accepted, not taken for a replay behind the CONFIG's higher counter."""
+    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    fields = {"cmd_counter": 7, "cmd": "get_config", "status": "ok", "value": 0}
+    result = _counted(30).message(messages.RESULT, 4, fields, auth=True)  # lost
+    hello = _counted(31).message(
+        messages.HELLO,
+        5,
+        {"fw": [1, 0, 0], "config_hash": 1, "boot_count": 1, "reset_cause": "watchdog",
+         "host_counter": 0},
+        auth=True,
+    )  # fmt: skip
+    assert host.check(fr.decode(hello)) is None
+    assert host.check(fr.decode(result)) is None
+    assert host.check(fr.decode(result)).name == "duplicate"
+
+
+def test_persisted_mark_is_the_retransmitted_class():
+    peer = session.Peer(KEY, 40, session.HOST_REQUIRES, uplink=True)
+    assert peer.last == 40 and peer.marks == [40, 40, 40]
+    peer.last = 50
+    assert peer.marks[0] == 50 and session.replay_class(messages.EVENT) == 0
