@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from efd import events as ev
+from protocol import auth
 from protocol import frame as fr
 from protocol import messages as M
 from tests.gateway.conftest import run_cli, start_gateway
@@ -139,9 +140,9 @@ def test_lost_command_or_result_is_retransmitted_and_executed_once(tmp_path, los
     cmd = db_rows(st, "SELECT status, tries, result, cmd_counter FROM commands")
     assert cmd == [("done", 2, "ok", c.counter)]
     if lose == "result_then_config":
-        # The CONFIG (sent after the lost RESULT) raised the mark above the cached RESULT's
-        # counter: it is taken because it answers exactly the command in flight.
-        assert gw.stats.get("result_below_mark") == 1, gw.stats
+        # The CONFIG (sent after the lost RESULT) has a higher counter than the cached RESULT:
+        # RESULT has its own replay mark (SPEC 7.3), so the RESULT is not taken for a replay.
+        assert not [k for k in gw.stats if k.startswith("rejected")], gw.stats
     # Nothing more goes out once it is answered.
     time.sleep(0.3)
     gw.tick()
@@ -366,4 +367,34 @@ def test_config_and_snapshot_frames_are_stored(tmp_path):
     assert {"result", "config", "snapshot"} <= {t.rsplit("/", 1)[1] for t, _p in pubs}
     r = run_cli("tools.gateway", "query", "export", "snapshots", "--db", str(tmp_path / "gw.db"))
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 5, r.stderr
+    st.close()
+
+
+def test_event_whose_batch_failed_is_stored_when_retransmitted(tmp_path, monkeypatch):
+    """A failed SQLite batch ACKs nothing; the detector's byte-identical retransmission must
+    then be stored (once) and ACKed, not refused as a replay of a frame never stored."""
+    gw, st, _det, _pubs = setup(tmp_path, det_on=False)
+    wire = Wire(gw, None)
+    hello(gw, wire)
+    gw.flush()
+    enc = fr.Encoder(7, auth.Key(derive_key(SECRET, 7)), counter=lambda: 0x00010005)
+    event = bytes(enc.view(enc.event(fr.now(), ev.ALARM, ev.RESIDUAL, 400, 270)))
+    real_flush = st.flush
+
+    def failing_flush(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(st, "flush", failing_flush)
+    gw.handle(event, wire)
+    gw.flush()
+    assert gw.stats.get("batch_failed") == 1
+    assert not [w for w in wire.down if fr.decode(w).type == M.ACK]
+    monkeypatch.setattr(st, "flush", real_flush)
+    gw.handle(event, wire)  # the retransmission
+    gw.flush()
+    gw.handle(event, wire)  # and one more, after it was stored: a duplicate, ACKed again
+    gw.flush()
+    assert db_rows(st, "SELECT kind, value FROM events") == [("alarm", 400)]
+    assert len([w for w in wire.down if fr.decode(w).type == M.ACK]) == 2
+    assert not [k for k in gw.stats if k.startswith("rejected")], gw.stats
     st.close()

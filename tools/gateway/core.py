@@ -366,16 +366,6 @@ class Gateway:
                 # The cached RESULT re-sent for a retransmitted command, already stored.
                 self.count("duplicate:result")
                 return
-            c = st.cmd
-            if c is not None and f.fields["cmd_counter"] == c.counter:
-                # The cached RESULT for the command in flight whose first copy never arrived,
-                # but a later tagged frame did (get_config: RESULT then CONFIG, the RESULT
-                # lost): below the mark of SPEC 7.3, yet authentic (the tag verified) and it
-                # answers exactly the command we keep retransmitting. Taken once (results
-                # are UNIQUE(device, counter)); any other old RESULT stays a replay.
-                self.count("result_below_mark")
-                self._accepted(st, f, link, addr)
-                return
             if err.code == fr.E_DUPLICATE:  # in memory, its batch failed: the command retries
                 self.count("duplicate:result")
                 return
@@ -424,8 +414,12 @@ class Gateway:
             for k, c in cmds.items():  # rows are snapshots: the next batch writes them again
                 self._cmd_dirty.setdefault(k, c)
             for f, *_ in meta:
+                # Forget the unstored event: lower the mark below it, so its retransmission
+                # (same counter) is accepted as new. One event per device is in flight
+                # (SPEC 8), so nothing newer from that device can be in this batch.
                 st = self.devs[f.device]
                 if st.peer is not None and st.peer.last == f.counter:
+                    st.peer.last = f.counter - 1
                     st.peer.last_tag = None
             return
         now = time.time()
