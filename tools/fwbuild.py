@@ -31,7 +31,7 @@ PACKAGES = {
     "protocol": (ROOT / "protocol", ("gen_vectors.py",)),
 }
 # The HAL the target does not use is left out of its image.
-SKIP_BY_ARCH = {"xtensawin": ("app/hal_sim.py",), "x64": ("app/hal_esp32.py",)}
+SKIP_BY_ARCH = {"xtensawin": ("app/hal_sim.py", "app/sim_io.py"), "x64": ("app/hal_esp32.py",)}
 # sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h MP_NATIVE_ARCH_*)
 ARCH_BY_CODE = {
     0: None,

@@ -5,13 +5,13 @@
 # levels). The clock is real (paced to the window) or simulated (advances one window per
 # sample(), for running hours of firmware in seconds). The protocol link, the watchdog and
 # the control channel are UDP datagrams on 127.0.0.1, so the firmware never blocks on them;
-# the supervisor bridges the link to a pty and acts as the watchdog.
+# the supervisor bridges the link to a pty and acts as the watchdog. That I/O and the feed
+# reader are app/sim_io.py, imported only when the environment (or an argument) asks for one.
 #
 # Environment (set by tools/virtual_device.py; all optional):
 #   EFD_LINK=dev_port:host_port  EFD_CTL=port  EFD_WDT=port  EFD_FEED=path
 #   EFD_CLOCK=real|sim  EFD_RESET_CAUSE=n  EFD_RTC=unset|host
 import os
-import socket
 import sys
 import time
 from array import array
@@ -20,21 +20,7 @@ from efd import ntc, rms, ticks
 from efd.compat import const
 
 _SINE_SCALE = const(10000)
-FEED_MAGIC = b"EFDFEED1"
-# Per window: residual + 3 phases (rms.N u16 each), 4 NTC codes, arc pulses, pad: all u16 LE.
-FEED_RECORD = 2 * (4 * rms.N + 6)
 _EPOCH_UNIX = 1577836800
-
-
-def _udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-    s.setblocking(False)
-    return s
-
-
-def _addr(port):
-    return socket.getaddrinfo("127.0.0.1", port)[0][-1]
 
 
 def temp_code(deci_c):
@@ -49,29 +35,6 @@ def temp_code(deci_c):
         else:
             hi = mid
     return lo
-
-
-class UdpLink:
-    """The protocol link as datagrams: each write() is one datagram of stuffed frames."""
-
-    def __init__(self, dev_port, host_port):
-        self.sock = _udp(dev_port)
-        self.peer = _addr(host_port)
-
-    def read(self, buf):
-        try:
-            return self.sock.readinto(buf)
-        except OSError:
-            return 0
-
-    def write(self, data):
-        try:
-            self.sock.sendto(data, self.peer)
-        except OSError:
-            pass  # nobody listening: a link outage, the event stays pending
-
-    def busy(self):
-        return False
 
 
 class NullLink:
@@ -94,23 +57,29 @@ class SimHal:
         self.t = 0
         self.window_ms = 100
         self.next_at = time.ticks_ms() & ticks.MASK
+        # The link, control channel, watchdog client and feed reader are app/sim_io.py's,
+        # imported only when one of them is asked for (see there).
         lk = env("EFD_LINK")
         if link is not None:
             self.link = link
         elif lk:
+            from app import sim_io
+
             a, b = lk.split(":")
-            self.link = UdpLink(int(a), int(b))
+            self.link = sim_io.UdpLink(int(a), int(b))
         else:
             self.link = NullLink()
         ctl = env("EFD_CTL")
-        self.ctl = _udp(int(ctl)) if ctl else None
-        self.ctl_buf = bytearray(256)
         wdt = env("EFD_WDT")
+        self.ctl = None
         self.wdt = None
-        if wdt:
-            self.wdt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.wdt_addr = _addr(int(wdt))
-            self.wdt_at = 0
+        if ctl or wdt:
+            from app import sim_io
+
+            if ctl:
+                self.ctl = sim_io.Control(int(ctl))
+            if wdt:
+                self.wdt = sim_io.Watchdog(int(wdt))
         self.cause = int(env("EFD_RESET_CAUSE") or "1")
         self.rtc_base = -1  # wire time at rtc_ticks; -1 = clock not set
         self.rtc_ticks = 0
@@ -123,20 +92,21 @@ class SimHal:
         self.arc_per_s = 0
         self.test_ma = 0
         self.dirty = True
-        self.sine = array("h", [0] * rms.SAMPLES_PER_CYCLE)
+        self.sine = array("h", bytes(2 * rms.SAMPLES_PER_CYCLE))  # no list of ints on the way
         import math
 
         for i in range(rms.SAMPLES_PER_CYCLE):
             self.sine[i] = int(_SINE_SCALE * math.sin(2 * math.pi * i / rms.SAMPLES_PER_CYCLE))
-        self.feed = None
+        self.feed = None  # sim_io.Feed while a feed file plays
         self.arc_acc = 0
-        self.arc_word = array("H", [0, 0])
         self.btn = 0
         self.leds = -1
         self.hang = False
         path = feed or env("EFD_FEED")
         if path:
-            self.open_feed(path)
+            from app import sim_io
+
+            sim_io.open_feed(self, path)
 
     # -- time ------------------------------------------------------------------------------------
     def ticks_ms(self):
@@ -155,25 +125,11 @@ class SimHal:
         self.rtc_ticks = self.ticks_ms()
 
     # -- sensors ---------------------------------------------------------------------------------
-    def open_feed(self, path):
-        if self.feed:
-            self.feed.close()
-            self.feed = None
-        try:
-            f = open(path, "rb")
-        except OSError:
-            print("[sim] feed not found:", path)
-            return
-        if f.read(8) != FEED_MAGIC:
-            print("[sim] not a feed file:", path)
-            f.close()
-            return
-        self.feed = f
-
     def sample(self, det):
-        self._control()
+        if self.ctl is not None:
+            self.ctl.poll(self)
         if self.feed is not None:
-            self._from_feed(det)
+            self.feed.read(self, det)
         elif self.dirty:
             self._generate(det)
         if self.sim_clock:
@@ -190,22 +146,6 @@ class SimHal:
         else:
             self.next_at = ticks.add(now, self.window_ms)
         self.arc_acc += self.arc_per_s
-
-    def _from_feed(self, det):
-        f = self.feed
-        n = f.readinto(det.residual)
-        for p in det.phase:
-            n += f.readinto(p)
-        n += f.readinto(det.temp_code)
-        n += f.readinto(self.arc_word)
-        if n < FEED_RECORD:
-            # End of the scenario: hold the last window's signals from now on.
-            f.close()
-            self.feed = None
-            return
-        self.arc_acc += self.arc_word[0] * 10  # arc_acc counts tenths (see arc_count)
-        if self.test_ma:
-            self._add_sine(det.residual, self.test_ma, det.cfg["res_gain_q12"])
 
     def _generate(self, det):
         gain = det.cfg["res_gain_q12"]
@@ -243,41 +183,6 @@ class SimHal:
         self.test_ma = ma
         self.dirty = True
 
-    # -- control channel (tests, tools/virtual_device.py `set ...`) ------------------------------
-    def _control(self):
-        if self.ctl is None:
-            return
-        try:
-            n = self.ctl.readinto(self.ctl_buf)
-        except OSError:
-            return
-        if not n:
-            return
-        words = bytes(self.ctl_buf[:n]).decode().split()
-        try:
-            self._apply(words)
-        except (ValueError, IndexError):
-            print("[sim] bad control message:", words)
-
-    def _apply(self, w):
-        cmd = w[0]
-        if cmd == "res":
-            self.res_ma = int(w[1])
-        elif cmd == "temp":
-            self.temp_dc[int(w[1])] = int(float(w[2]) * 10)
-        elif cmd == "phase":
-            self.phase_ca[int(w[1])] = int(float(w[2]) * 100)
-        elif cmd == "arc":
-            self.arc_per_s = int(w[1])
-        elif cmd == "feed":
-            self.open_feed(w[1])
-        elif cmd == "button":
-            self.btn = 2 if w[1] == "long" else 1
-        elif cmd == "hang":
-            self.hang = True
-        self.dirty = True
-        print("[sim]", " ".join(w))
-
     # -- outputs -------------------------------------------------------------------------------
     def outputs(self, alarm, fault, normal):
         bits = (1 if alarm else 0) | (2 if fault else 0) | (4 if normal else 0)
@@ -298,22 +203,12 @@ class SimHal:
     def wdt_feed(self):
         while self.hang:  # `hang` control message: prove the watchdog catches a stuck loop
             time.sleep_ms(100)
-        if self.wdt is None:
-            return
-        now = time.ticks_ms() & ticks.MASK
-        if ticks.diff(now, self.wdt_at) >= 500:
-            self.wdt_at = now
-            try:
-                self.wdt.sendto(b"F", self.wdt_addr)
-            except OSError:
-                pass
+        if self.wdt is not None:
+            self.wdt.feed()
 
     def wdt_release(self):
         if self.wdt is not None:
-            try:
-                self.wdt.sendto(b"X", self.wdt_addr)
-            except OSError:
-                pass
+            self.wdt.send(b"X")
 
     def reset_cause(self):
         return self.cause
@@ -324,10 +219,7 @@ class SimHal:
         # (its watchdog channel) to restart us, as a soft reset.
         print("[sim] reboot")
         if self.wdt is not None:
-            try:
-                self.wdt.sendto(b"R", self.wdt_addr)
-            except OSError:
-                pass
+            self.wdt.send(b"R")
             while True:
                 time.sleep_ms(100)
         sys.exit(0)
