@@ -28,9 +28,17 @@ class Key:
         key = bytes(key)
         if len(key) > 64:  # RFC 2104: longer keys are hashed first
             key = hashlib.sha256(key).digest()
-        key = key + bytes(64 - len(key))
-        self._ipad = bytes([b ^ 0x36 for b in key])
-        self._opad = bytes([b ^ 0x5C for b in key])
+        # The pads are XORed in place in 64-byte buffers: a list comprehension would build a
+        # 64-item list (512 bytes on a 64-bit port) for a moment, at boot when the heap is most
+        # fragmented (docs/firmware.md, Memory budget).
+        ipad = bytearray(64)
+        ipad[: len(key)] = key
+        opad = bytearray(ipad)
+        for i in range(64):
+            ipad[i] ^= 0x36
+            opad[i] ^= 0x5C
+        self._ipad = bytes(ipad)
+        self._opad = bytes(opad)
 
     def mac(self, data, start=0, end=-1):
         """Full 32-byte HMAC-SHA256 over data[start:end]."""
