@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,9 +264,13 @@ def render(t: Table) -> str:
         wiring = f"NTC on the low side (to ground), {fmt(p.r_fixed)} ohm fixed to Vref"
         lo_fault, hi_fault = FAULT_SHORT, FAULT_OPEN  # open NTC: pin pulled to Vref
     names = {FAULT_OPEN: "FAULT_OPEN", FAULT_SHORT: "FAULT_SHORT"}
+    # The table as int16 little-endian bytes (the ESP32 and x86 byte order): a bytes constant
+    # costs the device 2 bytes per entry, a tuple of ints 8-16 (it stays referenced by the
+    # module's code), and array("h", bytes) copies it without a list on the way.
+    raw = struct.pack(f"<{len(t.values)}h", *t.values)
     rows = []
-    for k in range(0, len(t.values), 12):
-        rows.append("        " + ", ".join(str(v) for v in t.values[k : k + 12]) + ",")
+    for k in range(0, len(raw), 16):
+        rows.append('        b"' + "".join(f"\\x{b:02x}" for b in raw[k : k + 16]) + '"')
     cmd = command(p)
     return f"""\
 # GENERATED FILE - do not edit. Regenerate with:
@@ -295,7 +300,7 @@ RAIL_HI = const({ADC_MAX - p.rail})  # code > RAIL_HI: pin at the top rail
 FAULT_LO = const({lo_fault})  # {names[lo_fault]}: what the bottom rail means for this wiring
 FAULT_HI = const({hi_fault})  # {names[hi_fault]}: what the top rail means for this wiring
 
-# Temperature in 0.1 degC at codes BASE, BASE + STEP, ...
+# Temperature in 0.1 degC at codes BASE, BASE + STEP, ...: int16 little-endian.
 TABLE = array(
     "h",
     (
