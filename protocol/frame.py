@@ -28,11 +28,6 @@ _MIN_FRAME = const(12)  # header + CRC
 MAX_FRAME = const(254)  # COBS then adds exactly one byte (cobs.py)
 MAX_WIRE = const(256)  # MAX_FRAME + COBS code byte + delimiter
 
-# Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
-# timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
-EPOCH_UNIX = 1577836800
-_EPOCH_2000 = const(631152000)  # 2000-01-01 -> 2020-01-01: the ESP32 port's time.time() epoch
-
 # Error codes (typed decode results; SPEC.md §8).
 E_COBS = const(1)
 E_SHORT = const(2)
@@ -63,27 +58,12 @@ ERROR_NAMES = (
     "no_key",
     "direction",
 )
-_REASONS = (
-    "",
-    "not valid COBS",
-    "frame shorter than header + CRC",
-    "CRC mismatch",
-    "unsupported protocol version",
-    "unknown message type",
-    "payload length wrong for its type",
-    "no delimiter within 256 bytes",
-    "authentication required but frame has no tag",
-    "authentication tag does not verify",
-    "counter not above the last accepted one",
-    "retransmission of the last accepted frame",
-    "no key for this device",
-    "message type not valid in this direction",
-)
 
 
 class Error:
-    """A typed rejection: `code` (E_*), `name`, `reason`; header fields when they were read
-    (a frame with a good CRC but an unknown type still names its device)."""
+    """A typed rejection: `code` (E_*); header fields when they were read (a frame with a good
+    CRC but an unknown type still names its device). `name`, `reason`, `to_dict()` and the
+    repr are the host's (protocol/host.py), reached through __getattr__ and __repr__."""
 
     ok = False
 
@@ -94,31 +74,19 @@ class Error:
         self.seq = seq
         self.type = type
 
-    @property
-    def name(self):
-        return ERROR_NAMES[self.code]
+    def __getattr__(self, name):
+        # Presentation is host-only: protocol/host.py adds it to Error and Frame when it loads
+        # (the detector never does), so it is written once and costs the board no heap.
+        return messages._host().present(self, name)
 
-    @property
-    def reason(self):
-        return _REASONS[self.code]
-
-    def to_dict(self):
-        d = {"error": self.name, "reason": self.reason}
-        if self.device is not None:
-            d["device"] = self.device
-            d["seq"] = self.seq
-            d["type"] = self.type
-        if self.raw is not None:
-            d["len"] = len(self.raw)
-        return d
-
-    def __repr__(self):
-        return "Error(" + self.name + ")"
+    def __repr__(self):  # special methods are looked up on the class, not via __getattr__
+        return messages._host().frame_repr(self)
 
 
 class Frame:
     """A structurally valid frame: CRC good, known version and type, payload parsed.
-    `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A."""
+    `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A.
+    `name`, `to_dict()` and the repr are the host's, as for Error."""
 
     __slots__ = ("counter", "crc", "device", "fields", "raw", "seq", "tag", "time", "type")
     ok = True
@@ -134,55 +102,8 @@ class Frame:
         self.tag = tag
         self.crc = crc
 
-    @property
-    def name(self):
-        return messages.TYPE_NAMES[self.type]
-
-    def to_dict(self):
-        d = {
-            "type": messages.TYPE_NAMES[self.type],
-            "device": self.device,
-            "seq": self.seq,
-            "time": self.time,
-            "counter": self.counter,
-        }
-        d.update(self.fields)
-        return d
-
-    def __repr__(self):
-        return "Frame(" + self.name + " dev=" + str(self.device) + " seq=" + str(self.seq) + ")"
-
-
-try:  # CPython: a precompiled Struct halves the cost of the host's hottest call
-    _unpack_tele = struct.Struct("<BIBIHhhhhHHHH").unpack_from
-except AttributeError:  # MicroPython has no struct.Struct
-
-    def _unpack_tele(raw):
-        return struct.unpack_from("<BIBIHhhhhHHHH", raw, 0)
-
-
-def _telemetry(raw):
-    _, dev, seq, t, r, t0, t1, t2, t3, p0, p1, p2, st = _unpack_tele(raw)
-    return (
-        dev,
-        seq,
-        t,
-        {
-            "residual_ma": None if r == 0xFFFF else r,
-            "temp_dc": [
-                None if t0 == -32768 else t0,
-                None if t1 == -32768 else t1,
-                None if t2 == -32768 else t2,
-                None if t3 == -32768 else t3,
-            ],
-            "line_ca": [
-                None if p0 == 0xFFFF else p0,
-                None if p1 == 0xFFFF else p1,
-                None if p2 == 0xFFFF else p2,
-            ],
-            "status": st,
-        },
-    )
+    __getattr__ = Error.__getattr__  # name, to_dict(): protocol/host.py
+    __repr__ = Error.__repr__
 
 
 def parse(raw, uplink=None):
@@ -201,7 +122,8 @@ def parse(raw, uplink=None):
         return Error(E_CRC, raw)
     if n == 30 and raw[0] == 0x22 and uplink is not False:
         # Untagged v1 TELEMETRY, the bulk of all traffic: one struct call for the whole frame.
-        return Frame(2, *_telemetry(raw), raw, None, None, crc)
+        # Only hosts receive uplink, so this fast path is protocol/host.py's.
+        return messages._host().telemetry_frame(raw, crc)
     hdr, dev, seq, t = struct.unpack_from("<BIBI", raw, 0)
     if (hdr >> 5) & 3 != VERSION:
         return Error(E_VERSION, raw)
@@ -239,23 +161,12 @@ def decode(wire, uplink=None):
     return parse(raw, uplink)
 
 
-def efd_time(unix_seconds):
-    """Unix seconds -> wire time (0 for anything before our epoch: 'clock not set')."""
-    t = unix_seconds - EPOCH_UNIX
-    return t if t > 0 else 0
-
-
-def now():
-    """Wire time from the local clock, on the detector or the host. The ESP32 port counts
-    from 2000-01-01, the unix port and CPython from 1970; an unset ESP32 clock starts at 2000,
-    which maps to 0 (clock not set) here."""
-    import time
-
-    t = int(time.time())
-    if time.gmtime(0)[0] == 2000:
-        t -= _EPOCH_2000
-        return t if t > 0 else 0
-    return efd_time(t)
+def __getattr__(name):
+    # Host-only names stay reachable as frame.<name> (PEP 562; MicroPython has module
+    # __getattr__ too), like messages': wire time from a clock is protocol/host.py's.
+    if name in ("EPOCH_UNIX", "efd_time", "now"):
+        return getattr(messages._host(), name)
+    raise AttributeError(name)
 
 
 class Encoder:

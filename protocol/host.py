@@ -3,10 +3,17 @@
 # (messages.pack / unpack of these types, messages.status_flags, messages.TYPE_CODES), so host
 # code keeps calling messages.*; the detector, which only encodes uplink and decodes downlink,
 # never imports it. Every layout is written once: here or in messages.py, never both.
+#
+# The same goes for protocol/frame.py: the presentation of its decode results (Error.name,
+# .reason, to_dict(), repr; Frame.name, to_dict(), repr), the TELEMETRY fast path (only hosts
+# receive uplink) and wire time from a clock (frame.now, efd_time, EPOCH_UNIX) are here, and
+# frame.py reaches them through its module and class __getattr__.
 import struct
 from binascii import unhexlify
 
 from efd import events as ev
+from efd.compat import const
+from protocol import frame
 from protocol.messages import (
     ACK,
     CMD_NAMES,
@@ -33,6 +40,11 @@ from protocol.messages import (
     _pack_params,
     _params,
 )
+
+# Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
+# timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
+EPOCH_UNIX = 1577836800
+_EPOCH_2000 = const(631152000)  # 2000-01-01 -> 2020-01-01: the ESP32 port's time.time() epoch
 
 TYPE_CODES = {}
 for _k in TYPE_NAMES:
@@ -204,3 +216,136 @@ def pack(t, fields, buf, o):
 
 def _or(v, na):
     return na if v is None else v
+
+
+def efd_time(unix_seconds):
+    """Unix seconds -> wire time (0 for anything before our epoch: 'clock not set')."""
+    t = unix_seconds - EPOCH_UNIX
+    return t if t > 0 else 0
+
+
+def now():
+    """Wire time from the local clock, on the detector or the host. The ESP32 port counts
+    from 2000-01-01, the unix port and CPython from 1970; an unset ESP32 clock starts at 2000,
+    which maps to 0 (clock not set) here."""
+    import time
+
+    t = int(time.time())
+    if time.gmtime(0)[0] == 2000:
+        t -= _EPOCH_2000
+        return t if t > 0 else 0
+    return efd_time(t)
+
+
+# -- frame.py's decode results: presentation ----------------------------------------------------
+# Why each error code (frame.E_*) rejected a frame, for people and logs.
+_REASONS = (
+    "",
+    "not valid COBS",
+    "frame shorter than header + CRC",
+    "CRC mismatch",
+    "unsupported protocol version",
+    "unknown message type",
+    "payload length wrong for its type",
+    "no delimiter within 256 bytes",
+    "authentication required but frame has no tag",
+    "authentication tag does not verify",
+    "counter not above the last accepted one",
+    "retransmission of the last accepted frame",
+    "no key for this device",
+    "message type not valid in this direction",
+)
+
+
+def present(obj, name):
+    """frame.Error/Frame.__getattr__: an attribute added to their class below, if it is one."""
+    if hasattr(type(obj), name):
+        return getattr(obj, name)
+    raise AttributeError(name)
+
+
+def _error_name(self):
+    return frame.ERROR_NAMES[self.code]
+
+
+def _error_reason(self):
+    return _REASONS[self.code]
+
+
+def _error_to_dict(self):
+    d = {"error": self.name, "reason": self.reason}
+    if self.device is not None:
+        d["device"] = self.device
+        d["seq"] = self.seq
+        d["type"] = self.type
+    if self.raw is not None:
+        d["len"] = len(self.raw)
+    return d
+
+
+def _frame_name(self):
+    return TYPE_NAMES[self.type]
+
+
+def _frame_to_dict(self):
+    d = {
+        "type": TYPE_NAMES[self.type],
+        "device": self.device,
+        "seq": self.seq,
+        "time": self.time,
+        "counter": self.counter,
+    }
+    d.update(self.fields)
+    return d
+
+
+def frame_repr(obj):
+    """repr() of a frame.Error or frame.Frame."""
+    if not obj.ok:
+        return "Error(" + obj.name + ")"
+    return "Frame(" + obj.name + " dev=" + str(obj.device) + " seq=" + str(obj.seq) + ")"
+
+
+frame.Error.name = property(_error_name)
+frame.Error.reason = property(_error_reason)
+frame.Error.to_dict = _error_to_dict
+frame.Frame.name = property(_frame_name)
+frame.Frame.to_dict = _frame_to_dict
+
+
+# -- frame.parse's fast path ---------------------------------------------------------------------
+try:  # CPython: a precompiled Struct halves the cost of the host's hottest call
+    _unpack_tele = struct.Struct("<BIBIHhhhhHHHH").unpack_from
+except AttributeError:  # MicroPython has no struct.Struct
+
+    def _unpack_tele(raw):
+        return struct.unpack_from("<BIBIHhhhhHHHH", raw, 0)
+
+
+def _telemetry_frame(raw):
+    _, dev, seq, t, r, t0, t1, t2, t3, p0, p1, p2, st = _unpack_tele(raw)
+    return (
+        dev,
+        seq,
+        t,
+        {
+            "residual_ma": None if r == 0xFFFF else r,
+            "temp_dc": [
+                None if t0 == -32768 else t0,
+                None if t1 == -32768 else t1,
+                None if t2 == -32768 else t2,
+                None if t3 == -32768 else t3,
+            ],
+            "line_ca": [
+                None if p0 == 0xFFFF else p0,
+                None if p1 == 0xFFFF else p1,
+                None if p2 == 0xFFFF else p2,
+            ],
+            "status": st,
+        },
+    )
+
+
+def telemetry_frame(raw, crc):
+    """frame.parse of an untagged v1 TELEMETRY frame (30 bytes, CRC already checked)."""
+    return frame.Frame(2, *_telemetry_frame(raw), raw, None, None, crc)
