@@ -60,10 +60,24 @@ ERROR_NAMES = (
 )
 
 
-class Error:
+class _Decoded:
+    """Base of Error and Frame. Their presentation is host-only: protocol/host.py adds it to
+    both classes when it loads (the detector never does), so it is written once and costs the
+    board no heap; these two methods reach it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        return messages._host().present(self, name)
+
+    def __repr__(self):  # special methods are looked up on the class, not via __getattr__
+        return messages._host().frame_repr(self)
+
+
+class Error(_Decoded):
     """A typed rejection: `code` (E_*); header fields when they were read (a frame with a good
     CRC but an unknown type still names its device). `name`, `reason`, `to_dict()` and the
-    repr are the host's (protocol/host.py), reached through __getattr__ and __repr__."""
+    repr are the host's (protocol/host.py): see _Decoded."""
 
     ok = False
 
@@ -74,16 +88,8 @@ class Error:
         self.seq = seq
         self.type = type
 
-    def __getattr__(self, name):
-        # Presentation is host-only: protocol/host.py adds it to Error and Frame when it loads
-        # (the detector never does), so it is written once and costs the board no heap.
-        return messages._host().present(self, name)
 
-    def __repr__(self):  # special methods are looked up on the class, not via __getattr__
-        return messages._host().frame_repr(self)
-
-
-class Frame:
+class Frame(_Decoded):
     """A structurally valid frame: CRC good, known version and type, payload parsed.
     `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A.
     `name`, `to_dict()` and the repr are the host's, as for Error."""
@@ -101,9 +107,6 @@ class Frame:
         self.counter = counter
         self.tag = tag
         self.crc = crc
-
-    __getattr__ = Error.__getattr__  # name, to_dict(): protocol/host.py
-    __repr__ = Error.__repr__
 
 
 def parse(raw, uplink=None):
