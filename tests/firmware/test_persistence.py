@@ -164,7 +164,9 @@ def test_firmware_runs_a_simulated_hour_in_a_small_heap(tmp_path, image):
     assert end < 128 * 1024
 
 
-@pytest.mark.xfail(strict=True, reason="x64 unix port: imports take ~70 KB (docs/firmware.md)")
+@pytest.mark.xfail(
+    strict=True, reason="x64 unix port: the hour needs an 80 KB heap (docs/firmware.md)"
+)
 def test_firmware_hour_in_64k(tmp_path, image):
     (tmp_path / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
     r = run_in(tmp_path, image, HOUR, heapsize="64k")
