@@ -67,7 +67,10 @@ def status_flags(status):
 
 
 def _telemetry(b, s, e):
-    r, t0, t1, t2, t3, p0, p1, p2, st = struct.unpack_from("<HhhhhHHHH", b, s)
+    return _telemetry_fields(*struct.unpack_from("<HhhhhHHHH", b, s))
+
+
+def _telemetry_fields(r, t0, t1, t2, t3, p0, p1, p2, st):
     # Sentinels inline, not via a helper: this is the host's hottest path.
     return {
         "residual_ma": None if r == 0xFFFF else r,
@@ -322,30 +325,8 @@ except AttributeError:  # MicroPython has no struct.Struct
         return struct.unpack_from("<BIBIHhhhhHHHH", raw, 0)
 
 
-def _telemetry_frame(raw):
-    _, dev, seq, t, r, t0, t1, t2, t3, p0, p1, p2, st = _unpack_tele(raw)
-    return (
-        dev,
-        seq,
-        t,
-        {
-            "residual_ma": None if r == 0xFFFF else r,
-            "temp_dc": [
-                None if t0 == -32768 else t0,
-                None if t1 == -32768 else t1,
-                None if t2 == -32768 else t2,
-                None if t3 == -32768 else t3,
-            ],
-            "line_ca": [
-                None if p0 == 0xFFFF else p0,
-                None if p1 == 0xFFFF else p1,
-                None if p2 == 0xFFFF else p2,
-            ],
-            "status": st,
-        },
-    )
-
-
 def telemetry_frame(raw, crc):
     """frame.parse of an untagged v1 TELEMETRY frame (30 bytes, CRC already checked)."""
-    return frame.Frame(2, *_telemetry_frame(raw), raw, None, None, crc)
+    _, dev, seq, t, r, t0, t1, t2, t3, p0, p1, p2, st = _unpack_tele(raw)
+    fields = _telemetry_fields(r, t0, t1, t2, t3, p0, p1, p2, st)
+    return frame.Frame(2, dev, seq, t, fields, raw, None, None, crc)
