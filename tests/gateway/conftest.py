@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from protocol import frame as fr
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SH = ROOT / "scripts" / "broker.sh"
@@ -160,3 +164,36 @@ def db_counters(db: Path) -> dict[str, dict[str, int]]:
 
 def fleet_report(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def rs485_bus(
+    master: int,
+    dets: dict,
+    stop: threading.Event,
+    drop=None,
+    noise_after: int | None = None,
+    poll_s: float = 0.02,
+) -> None:
+    """The detectors' side of an RS-485 bus on a pty: every addressed frame goes to its
+    detector (a frame for nobody is ignored, as a drop on the bus would); drop(frame) True
+    swallows it (line noise); noise_after: garbage follows that device's replies."""
+    buf = b""
+    while not stop.is_set():
+        r, _, _ = select.select([master], [], [], poll_s)
+        if not r:
+            continue
+        try:
+            buf += os.read(master, 4096)
+        except OSError:
+            return
+        *segs, buf = buf.split(b"\x00")
+        for seg in segs:
+            f = fr.decode(seg) if seg else None
+            if f is None or not f.ok or f.device not in dets:
+                continue
+            if drop is not None and drop(f):
+                continue
+            for out in dets[f.device].downlink(seg + b"\x00", time.monotonic(), fr.now()):
+                os.write(master, out)
+                if f.device == noise_after:
+                    os.write(master, b"\x55\xaa garbage \x00")

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import random
-import select
 import sqlite3
 import threading
 import time
@@ -22,7 +21,7 @@ from efd import events as ev
 from protocol import auth
 from protocol import frame as fr
 from protocol import messages as M
-from tests.gateway.conftest import run_cli, start_gateway
+from tests.gateway.conftest import rs485_bus, run_cli, start_gateway
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import Gateway
 from tools.gateway.registry import Device, derive_key
@@ -226,28 +225,6 @@ def test_requests_that_cannot_be_sent(tmp_path):
     st.close()
 
 
-def bus(master: int, det: VirtualDetector, stop: threading.Event, lost: list[int]) -> None:
-    buf = b""
-    while not stop.is_set():
-        r, _, _ = select.select([master], [], [], 0.02)
-        if not r:
-            continue
-        try:
-            buf += os.read(master, 4096)
-        except OSError:
-            return
-        *segs, buf = buf.split(b"\x00")
-        for seg in segs:
-            f = fr.decode(seg) if seg else None
-            if f is None or not f.ok or f.device != det.device:
-                continue
-            if f.type == M.COMMAND and not lost:  # noise on the bus ate the first copy
-                lost.append(f.counter)
-                continue
-            for out in det.downlink(seg + b"\x00", time.monotonic(), fr.now()):
-                os.write(master, out)
-
-
 def test_rs485_command_retransmitted_at_the_next_poll_cycle(tmp_path):
     from tools.gateway.transports import SerialLink
 
@@ -258,7 +235,16 @@ def test_rs485_command_retransmitted_at_the_next_poll_cycle(tmp_path):
     det.raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)
     stop = threading.Event()
     lost: list[int] = []
-    t = threading.Thread(target=bus, args=(master, det, stop, lost), daemon=True)
+
+    def drop(f):  # noise on the bus eats the first copy of the command
+        if f.type == M.COMMAND and not lost:
+            lost.append(f.counter)
+            return True
+        return False
+
+    t = threading.Thread(
+        target=rs485_bus, args=(master, {det.device: det}, stop, drop), daemon=True
+    )
     t.start()
     st = Store(tmp_path / "bus.db", "bus")
     gw = Gateway({1: Device(1, "b1", "Sha County", "hotel", "", key)}, st, name="bus")

@@ -6,44 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import sqlite3
 import threading
 import tty
 
 from efd import events as ev
-from protocol import frame as fr
+from tests.gateway.conftest import rs485_bus
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.registry import Device, derive_key
 from tools.gateway.server import Options, serve
 
 SECRET = b"bus"
-
-
-def bus(master: int, dets: dict[int, VirtualDetector], stop: threading.Event) -> None:
-    buf = b""
-    while not stop.is_set():
-        r, _, _ = select.select([master], [], [], 0.05)
-        if not r:
-            continue
-        try:
-            buf += os.read(master, 4096)
-        except OSError:
-            return
-        *segs, buf = buf.split(b"\x00")
-        for seg in segs:
-            if not seg:
-                continue
-            f = fr.decode(seg)
-            if not f.ok:
-                continue
-            d = dets.get(f.device)
-            if d is None:
-                continue  # addressed to another drop on the bus (or to nobody): stay silent
-            for out in d.downlink(seg + b"\x00", 0.0, fr.now()):
-                os.write(master, out)
-                if f.device == 2:
-                    os.write(master, b"\x55\xaa garbage \x00")  # line noise after a reply
 
 
 def test_polling_master_on_a_multidrop_bus(tmp_path):
@@ -61,7 +34,12 @@ def test_polling_master_on_a_multidrop_bus(tmp_path):
         d: Device(d, f"bus-{d}", "Sha County", "textile_mill", "", keys[d]) for d in [*ids, 4]
     }  # fmt: skip  (4 is registered but not on the bus)
     stop = threading.Event()
-    t = threading.Thread(target=bus, args=(master, dets, stop), daemon=True)
+    t = threading.Thread(
+        target=rs485_bus,
+        args=(master, dets, stop),
+        kwargs={"noise_after": 2, "poll_s": 0.05},
+        daemon=True,
+    )
     t.start()
     db = tmp_path / "bus.db"
     try:
