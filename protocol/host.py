@@ -28,6 +28,7 @@ from protocol.messages import (
     MAX_SAMPLES,
     NA_I16,
     NA_U16,
+    PARAMS,
     POLL,
     RESET_CAUSES,
     RESULT,
@@ -215,6 +216,24 @@ def pack(t, fields, buf, o):
         buf[o : o + len(args)] = args
         return o + len(args)
     raise ValueError("unknown type " + str(t))
+
+
+def parse_settings(items):
+    """["NAME=VALUE", ...] from a command line -> set_config params [[NAME, value], ...].
+    NAME is a setting name (messages.PARAMS) or pN for a raw parameter id; VALUE an integer
+    (decimal or 0x...). Raises ValueError naming the bad item."""
+    out = []
+    for it in items:
+        name, sep, val = it.partition("=")
+        name = name.strip()
+        known = name in PARAMS[1:] or (name[:1] == "p" and name[1:].isdigit())
+        if not sep or not known:
+            raise ValueError(f"bad setting {it!r}: use NAME=VALUE, NAME one of {PARAMS[1:]}")
+        try:
+            out.append([name, int(val.strip(), 0)])
+        except ValueError:
+            raise ValueError(f"bad setting {it!r}: VALUE must be an integer") from None
+    return out
 
 
 def _or(v, na):

@@ -28,6 +28,7 @@ import serial
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
+from protocol.host import parse_settings
 from protocol.session import HOST_REQUIRES, Peer
 from protocol.stream import StreamDecoder
 
@@ -123,16 +124,6 @@ class HostLink:
         self.send(M.POLL, {}, auth=False)
 
 
-def _params(items: list[str]) -> list[list]:
-    out = []
-    for it in items:
-        name, sep, val = it.partition("=")
-        if not sep or name not in M.PARAMS:
-            raise ValueError(f"bad setting {it!r}: use NAME=VALUE, NAME one of {M.PARAMS[1:]}")
-        out.append([name, int(val, 0)])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tools.monitor",
@@ -167,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         key = bytes.fromhex(key_hex)
         if len(key) != 32:
             raise ValueError("the key must be 32 bytes (64 hex digits)")
-        params = _params(a.settings) if a.action == "set-config" else []
+        params = parse_settings(a.settings) if a.action == "set-config" else []
         if a.action == "set-config" and not params:
             raise ValueError("set-config needs NAME=VALUE arguments")
         link = HostLink(a.port, a.device, key, a.state)

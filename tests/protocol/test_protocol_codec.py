@@ -287,3 +287,17 @@ def test_time_epoch():
     assert fr.efd_time(fr.EPOCH_UNIX + 5) == 5
     assert fr.efd_time(0) == 0  # before 2020: clock not set
     assert 0 < fr.now() < 2**30  # a small int on the ESP32 until 2054
+
+
+def test_parse_settings_is_the_one_command_line_parser():
+    """tools.monitor and tools.gateway both turn NAME=VALUE into set_config params here."""
+    from protocol.host import parse_settings
+
+    assert parse_settings(["leak_set_ma=300", " leak_delay_s = 0x5", "p3=1"]) == [
+        ["leak_set_ma", 300],
+        ["leak_delay_s", 5],
+        ["p3", 1],
+    ]
+    for bad in ["leak_set_ma", "nosuch=1", "leak_set_ma=abc", "=1"]:
+        with pytest.raises(ValueError, match="bad setting"):
+            parse_settings([bad])

@@ -19,6 +19,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from protocol.host import parse_settings
 from tools.gateway import query as Q
 from tools.gateway.registry import PLAN_2020, RegistryError, load_plan, load_registry
 
@@ -232,16 +233,10 @@ def command_fields(args) -> dict:
     elif args.name == "set_config":
         if not args.param:
             raise UsageError("set_config needs at least one --param NAME=VALUE")
-        params = []
-        for p in args.param:
-            k, sep, v = p.partition("=")
-            try:
-                params.append([k.strip(), int(v)])
-            except ValueError:
-                raise UsageError(f"--param {p!r}: expected NAME=INTEGER") from None
-            if not sep:
-                raise UsageError(f"--param {p!r}: expected NAME=INTEGER")
-        f["params"] = params
+        try:
+            f["params"] = parse_settings(args.param)
+        except ValueError as e:
+            raise UsageError(f"--param: {e}") from None
     elif args.name == "time_sync":
         from protocol.frame import now
 
