@@ -348,7 +348,7 @@ class _Checker:
         except config.ConfigError as e:
             extra = ""
             if e.reason == "unknown setting":
-                extra = _suggest(e.key, list(config.RANGES))
+                extra = _suggest(e.key, list(config.NAMES))
             self.fail(e.reason + extra, "config", None, e.key)
         scn.config = dict(table)
 

@@ -11,6 +11,7 @@
 import struct
 from binascii import unhexlify
 
+from efd import config
 from efd import events as ev
 from efd.compat import const
 from protocol import frame
@@ -28,7 +29,6 @@ from protocol.messages import (
     MAX_SAMPLES,
     NA_I16,
     NA_U16,
-    PARAMS,
     POLL,
     RESET_CAUSES,
     RESULT,
@@ -46,6 +46,9 @@ from protocol.messages import (
 # timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
 EPOCH_UNIX = 1577836800
 _EPOCH_2000 = const(631152000)  # 2000-01-01 -> 2020-01-01: the ESP32 port's time.time() epoch
+
+# Setting names by wire parameter id (id 0 reserved): efd.config's table order.
+PARAMS = ("",) + config.NAMES  # noqa: RUF005 (MicroPython loads this module too)
 
 TYPE_CODES = {}
 for _k in TYPE_NAMES:

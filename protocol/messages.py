@@ -13,6 +13,7 @@
 import struct
 from binascii import hexlify
 
+from efd import config
 from efd import events as ev
 from efd.compat import const
 
@@ -62,33 +63,9 @@ RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
 # HELLO reset cause: the ESP32 port's machine.reset_cause() numbers (PWRON_RESET=1 ...).
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
 
-# Configuration parameter ids for CONFIG and SET_CONFIG. The names are efd/config.py's keys.
-# A wire id is never reused or renumbered; new settings get new ids at the end.
-PARAMS = (
-    "",
-    "mains_hz",
-    "leak_set_ma",
-    "leak_delay_s",
-    "leak_prealarm_pct",
-    "leak_hyst_pct",
-    "temp_set_c",
-    "temp_delay_s",
-    "temp_prealarm_pct",
-    "temp_hyst_c",
-    "temp_ror_c_per_min",
-    "temp_channels",
-    "line_set_a",
-    "line_delay_s",
-    "line_prealarm_pct",
-    "line_hyst_pct",
-    "phase_channels",
-    "arc_enabled",
-    "fault_delay_s",
-    "res_gain_q12",
-    "phase_gain_q12",
-    "ct_bias_lo",
-    "ct_bias_hi",
-)
+# Configuration parameter ids for CONFIG and SET_CONFIG: a setting's id is its row in
+# efd.config's table + 1 (efd.config.NAMES[id - 1]); ids beyond it travel as "p<id>". The
+# host's list with id 0 reserved is host.PARAMS.
 
 # TELEMETRY status bits. Bits 0-8: alarm latched on channel n (efd.events channel numbers).
 ST_PREALARM = const(0x0200)  # some channel is in pre-alarm
@@ -125,8 +102,9 @@ def _params(b, s, e):
     out = []
     for o in range(s, e, 5):
         pid, val = struct.unpack_from("<Bi", b, o)
-        name = _name(PARAMS, pid)
-        if not isinstance(name, str):
+        if 0 < pid <= len(config.NAMES):
+            name = config.NAMES[pid - 1]
+        else:
             name = "p" + str(pid)
         out.append([name, val])
     return out
@@ -137,7 +115,7 @@ def _pack_params(buf, o, params):
         if name[0] == "p" and name[1:].isdigit():
             pid = int(name[1:])
         else:
-            pid = PARAMS.index(name)
+            pid = config.NAMES.index(name) + 1
         struct.pack_into("<Bi", buf, o, pid, value)
         o += 5
     return o
@@ -284,6 +262,6 @@ def _host():
 def __getattr__(name):
     # Host-only names stay reachable as messages.<name> (PEP 562; MicroPython has module
     # __getattr__ too): loading them is the only cost of asking.
-    if name in ("status_flags", "TYPE_CODES", "STATUS_FLAGS"):
+    if name in ("status_flags", "TYPE_CODES", "STATUS_FLAGS", "PARAMS"):
         return getattr(_host(), name)
     raise AttributeError(name)

@@ -65,3 +65,36 @@ def test_micropython_validates_identically():
     ValueError.__init__) and give the same key, reason and message."""
     got = json.loads(mpy.run(DRIVER, stdin=json.dumps(CASES)))
     assert got == cpython_results(CASES)
+
+
+def test_table_rows_are_whole_and_defaults_lie_in_their_range():
+    # One flat table (name, default, lo, hi per row): a row missing a column would shift every
+    # later setting's default and range, and the wire ids with them.
+    assert len(config.NAMES) == len(config.DEFAULTS) == 22
+    for name in config.NAMES:
+        assert isinstance(name, str) and name.islower()
+        lo, hi = config.limits(name)
+        assert isinstance(lo, int) and isinstance(hi, int) and lo <= config.DEFAULTS[name] <= hi
+    config.make()  # the defaults themselves validate
+    with pytest.raises(ValueError):
+        config.limits("no_such_setting")
+
+
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("mains_hz", "Hz"),
+        ("leak_set_ma", "mA"),
+        ("leak_delay_s", "s"),
+        ("leak_prealarm_pct", "% of set"),
+        ("temp_set_c", "degC"),
+        ("temp_ror_c_per_min", "degC/min"),
+        ("line_set_a", "A"),
+        ("temp_channels", ""),
+        ("res_gain_q12", ""),
+        ("ct_bias_lo", ""),
+        ("arc_enabled", ""),
+    ],
+)
+def test_unit_comes_from_the_name(name, unit):
+    assert config.unit(name) == unit

@@ -25,7 +25,10 @@ def mpy_lib(tmp_path_factory):
     if not Path(cross).exists():
         cross = shutil.which("mpy-cross") or "mpy-cross"
     jobs = [(p, out / "protocol") for p in (ROOT / "protocol").glob("*.py")]
-    jobs += [(ROOT / "firmware/lib/efd" / n, out / "efd") for n in ("compat.py", "events.py")]
+    jobs += [
+        (ROOT / "firmware/lib/efd" / n, out / "efd")
+        for n in ("compat.py", "events.py", "config.py")
+    ]
     (out / "efd").mkdir()
     (out / "protocol").mkdir()
     (out / "efd" / "__init__.py").write_text("")

@@ -9,7 +9,6 @@ import struct
 
 from app import store
 from efd import config
-from protocol import messages
 
 PATH = "config.json"
 
@@ -34,7 +33,7 @@ def validate_update(current, params):
     Returns (overrides, None) or (None, bad_param_id)."""
     new = dict(current)
     for name, value in params:
-        if not isinstance(name, str) or name not in config.RANGES:
+        if not isinstance(name, str) or name not in config.DEFAULTS:
             return None, _pid(name)
         new[name] = value
     try:
@@ -45,8 +44,9 @@ def validate_update(current, params):
 
 
 def _pid(name):
-    if isinstance(name, str) and name in messages.PARAMS:
-        return messages.PARAMS.index(name)
+    # Wire parameter id: the setting's row in efd.config's table + 1 (protocol/SPEC.md §5).
+    if isinstance(name, str) and name in config.DEFAULTS:
+        return config.NAMES.index(name) + 1
     if isinstance(name, str) and name[:1] == "p" and name[1:].isdigit():
         return int(name[1:])
     return 0
@@ -60,8 +60,7 @@ def save(overrides, path=PATH):
 def params(cfg):
     """Every setting as [name, value] in wire-id order (CONFIG message)."""
     out = []
-    for i in range(1, len(messages.PARAMS)):
-        name = messages.PARAMS[i]
+    for name in config.NAMES:
         out.append([name, cfg[name]])
     return out
 
@@ -71,7 +70,7 @@ def config_hash(cfg):
     as (u8 id, i32 value) for every parameter in id order: the CONFIG payload's own layout."""
     h = hashlib.sha256()
     b = bytearray(5)
-    for i in range(1, len(messages.PARAMS)):
-        struct.pack_into("<Bi", b, 0, i, cfg[messages.PARAMS[i]])
+    for i, name in enumerate(config.NAMES):
+        struct.pack_into("<Bi", b, 0, i + 1, cfg[name])
         h.update(b)
     return struct.unpack("<I", h.digest()[:4])[0]

@@ -11,6 +11,39 @@
 #   temp_delay_s  0..30, default 5        keeps the alarm within GB 14287.3's 40 s
 #   fault_delay_s 1..9, default 2         faults reported within 10 s (issue), GB 50166 < 100 s
 # A percentage of 0 switches that pre-alarm off.
+
+# Wire order: a setting's parameter id in CONFIG and SET_CONFIG is its position here + 1
+# (protocol/SPEC.md §5), so names are only ever appended, never reordered or reused.
+# (A list made a tuple, not a tuple literal: the compiler would fold a literal into a constant
+# holding its own copy of every string, 60 bytes each on the x64 port; built at import, the
+# tuple shares DEFAULTS' strings.)
+NAMES = tuple(
+    [
+        "mains_hz",
+        "leak_set_ma",
+        "leak_delay_s",
+        "leak_prealarm_pct",
+        "leak_hyst_pct",
+        "temp_set_c",
+        "temp_delay_s",
+        "temp_prealarm_pct",
+        "temp_hyst_c",
+        "temp_ror_c_per_min",
+        "temp_channels",
+        "line_set_a",
+        "line_delay_s",
+        "line_prealarm_pct",
+        "line_hyst_pct",
+        "phase_channels",
+        "arc_enabled",
+        "fault_delay_s",
+        "res_gain_q12",
+        "phase_gain_q12",
+        "ct_bias_lo",
+        "ct_bias_hi",
+    ]
+)
+
 DEFAULTS = {
     "mains_hz": 50,
     "leak_set_ma": 300,
@@ -41,48 +74,60 @@ DEFAULTS = {
     "ct_bias_hi": 2448,
 }
 
-RANGES = {
-    "mains_hz": (50, 60),
-    "leak_set_ma": (20, 1000),
-    "leak_delay_s": (0, 60),
-    "leak_prealarm_pct": (0, 85),
-    "leak_hyst_pct": (1, 10),
-    "temp_set_c": (45, 150),
-    "temp_delay_s": (0, 30),
-    "temp_prealarm_pct": (0, 95),
-    "temp_hyst_c": (1, 10),
-    "temp_ror_c_per_min": (0, 60),
-    "temp_channels": (0, 4),
-    "line_set_a": (1, 630),
-    "line_delay_s": (0, 60),
-    "line_prealarm_pct": (0, 95),
-    "line_hyst_pct": (1, 10),
-    "phase_channels": (0, 3),
-    "arc_enabled": (0, 1),
-    "fault_delay_s": (1, 9),
-    "res_gain_q12": (1, 60000),  # rms.GAIN_MAX keeps every product below 2^30
-    "phase_gain_q12": (1, 60000),
-    "ct_bias_lo": (256, 2047),
-    "ct_bias_hi": (2049, 3839),
-}
+# Lowest and highest value of each setting, in NAMES order (ints only: a cheap constant).
+_LIMITS = (
+    50, 60,  # mains_hz
+    20, 1000,  # leak_set_ma
+    0, 60,  # leak_delay_s
+    0, 85,  # leak_prealarm_pct
+    1, 10,  # leak_hyst_pct
+    45, 150,  # temp_set_c
+    0, 30,  # temp_delay_s
+    0, 95,  # temp_prealarm_pct
+    1, 10,  # temp_hyst_c
+    0, 60,  # temp_ror_c_per_min
+    0, 4,  # temp_channels
+    1, 630,  # line_set_a
+    0, 60,  # line_delay_s
+    0, 95,  # line_prealarm_pct
+    1, 10,  # line_hyst_pct
+    0, 3,  # phase_channels
+    0, 1,  # arc_enabled
+    1, 9,  # fault_delay_s
+    1, 60000,  # res_gain_q12: rms.GAIN_MAX keeps every product below 2^30
+    1, 60000,  # phase_gain_q12
+    256, 2047,  # ct_bias_lo
+    2049, 3839,  # ct_bias_hi
+)  # fmt: skip
 
-UNITS = {
-    "mains_hz": "Hz",
-    "leak_set_ma": "mA",
-    "leak_delay_s": "s",
-    "leak_prealarm_pct": "% of set",
-    "leak_hyst_pct": "% of set",
-    "temp_set_c": "degC",
-    "temp_delay_s": "s",
-    "temp_prealarm_pct": "% of set",
-    "temp_hyst_c": "degC",
-    "temp_ror_c_per_min": "degC/min",
-    "line_set_a": "A",
-    "line_delay_s": "s",
-    "line_prealarm_pct": "% of set",
-    "line_hyst_pct": "% of set",
-    "fault_delay_s": "s",
-}
+
+def limits(key):
+    """(lowest, highest) allowed for a setting name; ValueError if there is no such setting."""
+    i = 2 * NAMES.index(key)
+    return _LIMITS[i], _LIMITS[i + 1]
+
+
+# Units, from the name's suffix: every name says its unit ("All values are integers in the
+# units the name says"), so error messages need no second table. Code, not a tuple of
+# strings: short literals in code are interned once; a constant tuple's strings are objects.
+def unit(key):
+    """The unit a setting's value is in ("" for counts, flags and Q12 gains)."""
+    e = key.endswith
+    if e("_c_per_min"):
+        return "degC/min"
+    if e("_pct"):
+        return "% of set"
+    if e("_ma"):
+        return "mA"
+    if e("_hz"):
+        return "Hz"
+    if e("_s"):
+        return "s"
+    if e("_c"):
+        return "degC"
+    if e("_a"):
+        return "A"
+    return ""
 
 
 class ConfigError(ValueError):
@@ -94,16 +139,16 @@ class ConfigError(ValueError):
 
 def check(key, value):
     """Raise ConfigError if value is not acceptable for key."""
-    if key not in RANGES:
+    if key not in DEFAULTS:
         raise ConfigError(key, "unknown setting")
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, "must be a whole number, got " + repr(value))
-    lo, hi = RANGES[key]
+    lo, hi = limits(key)
     if key == "mains_hz":
         if value not in (50, 60):
             raise ConfigError(key, "must be 50 or 60, got " + str(value))
     elif value < lo or value > hi:
-        raise ConfigError(key, "must be in %d..%d %s, got %d" % (lo, hi, UNITS.get(key, ""), value))
+        raise ConfigError(key, "must be in %d..%d %s, got %d" % (lo, hi, unit(key), value))
 
 
 def make(overrides=None):
