@@ -15,7 +15,7 @@ import numpy as np
 
 from efd import rms, ticks
 from efd.detector import Detector
-from efd.events import as_dict
+from efd.names import as_dict
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from efd.events import CHANNEL_NAMES, FAULT_NAMES
+from efd.names import CHANNEL_NAMES, FAULT_NAMES
 from host_sim import report
 from host_sim.simulate import UNITS, Result, SimEvent
 from host_sim.synth import Synth

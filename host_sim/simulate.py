@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from efd import rms, ticks
 from efd.detector import Detector
-from efd.events import CHANNEL_NAMES, FAULT_NAMES, KIND_NAMES, N_CHANNELS
+from efd.events import N_CHANNELS
+from efd.names import CHANNEL_NAMES, FAULT_NAMES, KIND_NAMES
 from efd.threshold import OFF
 from host_sim import drive
 from host_sim.scenario import Scenario

@@ -11,7 +11,7 @@
 import struct
 from binascii import unhexlify
 
-from efd import config
+from efd import config, names
 from efd import events as ev
 from efd.compat import const
 from protocol import frame
@@ -96,7 +96,7 @@ def _telemetry_fields(r, t0, t1, t2, t3, p0, p1, p2, st):
 def _event(b, s, e):
     kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
     return {
-        "kind": _name(ev.KIND_NAMES, kind),
+        "kind": _name(names.KIND_NAMES, kind),
         "channel": _name(ev.CHANNEL_NAMES, ch),
         "value": val,
         "threshold": thr,
@@ -185,7 +185,7 @@ def pack(t, fields, buf, o):
             "<BBii",
             buf,
             o,
-            _code(ev.KIND_NAMES, f["kind"]),
+            _code(names.KIND_NAMES, f["kind"]),
             _code(ev.CHANNEL_NAMES, f["channel"]),
             f["value"],
             f["threshold"],

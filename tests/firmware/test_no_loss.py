@@ -60,7 +60,7 @@ def test_every_event_delivered_once_despite_drops_and_kills(vdev_factory, tmp_pa
         k = (e["time"], e["counter"], e["seq"])
         assert k not in got, "dedup by (device, seq, crc) must hold one copy per event"
         got[k] = (e["kind"], e["channel"], e["value"], e["threshold"])
-    from efd.events import CHANNEL_NAMES, KIND_NAMES
+    from efd.names import CHANNEL_NAMES, KIND_NAMES
 
     want = {}
     for r in logged:

@@ -27,7 +27,7 @@ def mpy_lib(tmp_path_factory):
     jobs = [(p, out / "protocol") for p in (ROOT / "protocol").glob("*.py")]
     jobs += [
         (ROOT / "firmware/lib/efd" / n, out / "efd")
-        for n in ("compat.py", "events.py", "config.py")
+        for n in ("compat.py", "events.py", "config.py", "names.py")
     ]
     (out / "efd").mkdir()
     (out / "protocol").mkdir()

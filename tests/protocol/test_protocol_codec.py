@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from efd import events as ev
+from efd import names
 from protocol import auth, cobs, crc, gen_vectors, messages
 from protocol import frame as fr
 
@@ -192,7 +193,7 @@ PAYLOADS = {
     ),
     messages.EVENT: st.fixed_dictionaries(
         {
-            "kind": st.sampled_from(ev.KIND_NAMES[1:]),
+            "kind": st.sampled_from(names.KIND_NAMES[1:]),
             "channel": st.sampled_from(ev.CHANNEL_NAMES),
             "value": _i32,
             "threshold": _i32,

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from efd import events as ev
+from efd import names
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key, make_counter
@@ -195,7 +196,7 @@ class VirtualDetector:
         assert f.ok
         self.inflight = Sent(wire, f.seq, f.crc, f.counter, M.EVENT, now, 1)
         self.stats.events += 1
-        self.stats.log.append((self.device, f.counter, ev.KIND_NAMES[kind],
+        self.stats.log.append((self.device, f.counter, names.KIND_NAMES[kind],
                                ev.CHANNEL_NAMES[ch], value))  # fmt: skip
         return wire
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from efd import events as ev
+from efd import names
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
@@ -40,7 +41,7 @@ def load(path: str | Path) -> Timeline:
     out = tuple(
         TimedEvent(
             e.t,
-            ev.KIND_NAMES.index(e.kind),
+            names.KIND_NAMES.index(e.kind),
             ev.CHANNEL_NAMES.index(e.channel),
             e.value,
             e.threshold,

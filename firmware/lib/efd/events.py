@@ -2,9 +2,11 @@
 #
 # Detection emits events into a queue of preallocated int arrays, so a window that raises an
 # alarm allocates nothing either (MicroPython: no heap use in the per-window path). The app
-# drains the queue after each window; host code turns events into dicts with `as_dict`.
+# drains the queue after each window.
 #
-# The numbers below are wire values too: protocol/SPEC.md uses the same codes.
+# The numbers below are wire values too: protocol/SPEC.md uses the same codes. The detector
+# only ever sends numbers; the names people read (kinds, faults, `as_dict`) are efd/names.py's,
+# which the firmware never loads. Channel names stay here: commands name channels.
 from array import array
 
 from efd.compat import const
@@ -18,8 +20,6 @@ FAULT_CLEAR = const(5)  # the sensor has recovered
 RESET = const(6)  # a latch was cleared by a reset
 SELFTEST = const(7)  # self-test result (value 1 = pass, 0 = fail)
 ROR = const(8)  # temperature rate-of-rise pre-alarm (value, threshold in 0.1 degC/min)
-
-KIND_NAMES = ("", "prealarm", "alarm", "clear", "fault", "fault_clear", "reset", "selftest", "ror")
 
 # Channels. Units: residual mA; temperatures 0.1 degC; phases 0.01 A; arc half-cycles/s.
 RESIDUAL = const(0)
@@ -45,8 +45,6 @@ FAULT_OPEN = const(1)  # lead open: CT mean pulled low / NTC reading at the top 
 FAULT_SHORT = const(2)  # lead shorted: CT mean at the top rail / NTC reading at the bottom rail
 FAULT_OVERRANGE = const(3)  # ADC clipping: the signal exceeds the input range
 FAULT_BIAS = const(4)  # CT window mean outside the bias band but not at a rail
-
-FAULT_NAMES = ("", "open", "short", "overrange", "bias")
 
 
 class EventQueue:
@@ -80,9 +78,6 @@ class EventQueue:
         self.t[i] = t
         self.count += 1
 
-    def __len__(self):
-        return self.count
-
     def pop(self):
         """Oldest event as a tuple (kind, channel, value, threshold, t), or None. Allocates."""
         if not self.count:
@@ -99,15 +94,3 @@ class EventQueue:
             out.append(e)
             e = self.pop()
         return out
-
-
-def as_dict(event):
-    """Host-side view of an event tuple with names instead of codes."""
-    kind, channel, value, threshold, t = event
-    return {
-        "kind": KIND_NAMES[kind],
-        "channel": CHANNEL_NAMES[channel],
-        "value": value,
-        "threshold": threshold,
-        "t_ms": t,
-    }
