@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from efd import config
-from efd.events import CHANNEL_NAMES
+from efd.names import CHANNEL_NAMES
 
 # A week keeps every event time inside the core's 2^29 ms clock-difference range (6.2 days)
 # and the per-window trace for the plot below a few hundred MB.

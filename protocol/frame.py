@@ -143,7 +143,7 @@ def parse(raw, uplink=None):
         return Error(E_TYPE, raw, dev, seq, typ)
     if uplink is not None and messages.uplink(typ) != uplink:
         return Error(E_DIRECTION, raw, dev, seq, typ)
-    fields = messages.unpack(typ, raw, _HEADER_LEN, end)
+    fields = messages.unpack(typ, raw, _HEADER_LEN, end, uplink is not False)
     if fields is None:
         return Error(E_LENGTH, raw, dev, seq, typ)
     return Frame(typ, dev, seq, t, fields, raw, counter, tag, crc)

@@ -17,7 +17,7 @@ from efd.compat import const
 from protocol import frame
 from protocol.messages import (
     ACK,
-    CMD_NAMES,
+    CMD_ALL,
     CMD_RESET,
     CMD_SET_CONFIG,
     CMD_SNAPSHOT,
@@ -30,22 +30,37 @@ from protocol.messages import (
     NA_I16,
     NA_U16,
     POLL,
-    RESET_CAUSES,
     RESULT,
-    RESULT_NAMES,
     SNAPSHOT,
     TELEMETRY,
-    TYPE_NAMES,
-    _code,
-    _name,
+    _ack,
     _pack_params,
     _params,
+    _poll,
+    _unpack_command,
 )
 
 # Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
 # timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
 EPOCH_UNIX = 1577836800
 _EPOCH_2000 = const(631152000)  # 2000-01-01 -> 2020-01-01: the ESP32 port's time.time() epoch
+
+# Names of the codes the detector sends and receives as numbers (messages.py).
+TYPE_NAMES = {
+    HELLO: "hello",
+    TELEMETRY: "telemetry",
+    EVENT: "event",
+    RESULT: "result",
+    CONFIG: "config",
+    SNAPSHOT: "snapshot",
+    POLL: "poll",
+    ACK: "ack",
+    COMMAND: "command",
+}
+CMD_NAMES = ("", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config")
+RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
+RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
+CHANNEL_NAMES = names.CHANNEL_NAMES
 
 # Setting names by wire parameter id (id 0 reserved): efd.config's table order.
 PARAMS = ("",) + config.NAMES  # noqa: RUF005 (MicroPython loads this module too)
@@ -63,11 +78,39 @@ def status_flags(status):
     out = []
     for ch in range(ev.N_CHANNELS):
         if status & (1 << ch):
-            out.append("alarm:" + ev.CHANNEL_NAMES[ch])
+            out.append("alarm:" + CHANNEL_NAMES[ch])
     for i in range(len(STATUS_FLAGS)):
         if status & (0x200 << i):
             out.append(STATUS_FLAGS[i])
     return out
+
+
+def _name(table, i):
+    if 0 <= i < len(table) and table[i]:
+        return table[i]
+    return i  # unknown codes stay numbers: decoders must not fail on new values
+
+
+def _code(table, v):
+    if isinstance(v, int):
+        return v
+    return table.index(v)
+
+
+def _named_ack(b, s, e):
+    d = _ack(b, s, e)
+    d["ack_type"] = TYPE_NAMES.get(d["ack_type"], d["ack_type"])
+    return d
+
+
+def _named_command(b, s, e):
+    d = _unpack_command(b, s, e)
+    if d is not None:
+        d["cmd"] = _name(CMD_NAMES, d["cmd"])
+        if "channel" in d:
+            ch = d["channel"]
+            d["channel"] = "all" if ch == CMD_ALL else _name(CHANNEL_NAMES, ch)
+    return d
 
 
 def _telemetry(b, s, e):
@@ -97,7 +140,7 @@ def _event(b, s, e):
     kind, ch, val, thr = struct.unpack_from("<BBii", b, s)
     return {
         "kind": _name(names.KIND_NAMES, kind),
-        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "channel": _name(CHANNEL_NAMES, ch),
         "value": val,
         "threshold": thr,
     }
@@ -138,7 +181,7 @@ def _snapshot(b, s, e):
     ns = (e - s - 12) // 2
     return {
         "snap_id": sid,
-        "channel": _name(ev.CHANNEL_NAMES, ch),
+        "channel": _name(CHANNEL_NAMES, ch),
         "chunk": k,
         "chunks": n,
         "scale_exp": ex,
@@ -149,7 +192,10 @@ def _snapshot(b, s, e):
     }
 
 
-UNPACK = {
+UNPACK = {  # a host's view of every type: codes named
+    POLL: _poll,
+    ACK: _named_ack,
+    COMMAND: _named_command,
     HELLO: _hello,
     TELEMETRY: _telemetry,
     EVENT: _event,
@@ -186,7 +232,7 @@ def pack(t, fields, buf, o):
             buf,
             o,
             _code(names.KIND_NAMES, f["kind"]),
-            _code(ev.CHANNEL_NAMES, f["channel"]),
+            _code(CHANNEL_NAMES, f["channel"]),
             f["value"],
             f["threshold"],
         )
@@ -205,7 +251,7 @@ def pack(t, fields, buf, o):
         o += 1
         if cmd == CMD_RESET:
             ch = f["channel"]
-            buf[o] = 0xFF if ch == "all" else _code(ev.CHANNEL_NAMES, ch)
+            buf[o] = CMD_ALL if ch == "all" else _code(CHANNEL_NAMES, ch)
             return o + 1
         if cmd == CMD_SET_CONFIG:
             return _pack_params(buf, o, f["params"])

@@ -4,17 +4,17 @@
 # numbers from the ADC to the monitoring platform. Values stay in the detector's integer units
 # (residual mA, temperature 0.1 degC, line current 0.01 A), so nothing is rounded on the way.
 #
-# This module holds the detector's half of the codec: encoding the uplink messages it sends as
-# dicts (HELLO, RESULT, CONFIG, SNAPSHOT; TELEMETRY and EVENT go through frame.Encoder) and
-# decoding the downlink (POLL, ACK, COMMAND). The host's half (decoding uplink, encoding
-# downlink, status_flags, TYPE_CODES) is protocol/host.py, loaded on first use by pack(),
-# unpack() or an attribute lookup here, so the detector never spends heap on it. One source for
-# every layout either way: nothing is written twice.
+# This module holds the detector's half of the codec, in numbers only: encoding the uplink
+# messages it sends as dicts (HELLO, RESULT, CONFIG, SNAPSHOT; TELEMETRY and EVENT go through
+# frame.Encoder) and decoding the downlink (POLL, ACK, COMMAND). The host's half is
+# protocol/host.py: decoding uplink, encoding downlink, and every name (types, commands,
+# results, reset causes, channels): a host's decode says cmd "reset", the detector's says
+# CMD_RESET. host.py is loaded on first use by pack(), unpack() or an attribute lookup here, so
+# the detector never spends heap on it. One source for every layout: nothing is written twice.
 import struct
 from binascii import hexlify
 
 from efd import config
-from efd import events as ev
 from efd.compat import const
 
 # Uplink (detector -> host). Type 0 is reserved so an all-zero header is never valid.
@@ -29,17 +29,7 @@ POLL = const(16)
 ACK = const(17)
 COMMAND = const(18)
 
-TYPE_NAMES = {
-    HELLO: "hello",
-    TELEMETRY: "telemetry",
-    EVENT: "event",
-    RESULT: "result",
-    CONFIG: "config",
-    SNAPSHOT: "snapshot",
-    POLL: "poll",
-    ACK: "ack",
-    COMMAND: "command",
-}
+# Their names: host.TYPE_NAMES.
 
 
 def uplink(t):
@@ -55,13 +45,9 @@ CMD_TIME_SYNC = const(4)  # arg time u32 (seconds since 2020-01-01T00:00:00Z)
 CMD_SNAPSHOT = const(5)  # arg snap_id u16 (0 = the latest)
 CMD_REBOOT = const(6)
 CMD_GET_CONFIG = const(7)
-CMD_NAMES = ("", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config")
-
-# RESULT status codes.
-RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
-
-# HELLO reset cause: the ESP32 port's machine.reset_cause() numbers (PWRON_RESET=1 ...).
-RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
+CMD_ALL = const(0xFF)  # CMD_RESET channel: every channel
+# Their names, and those of the RESULT status codes and the HELLO reset causes (the ESP32
+# port's machine.reset_cause() numbers): host.CMD_NAMES, RESULT_NAMES, RESET_CAUSES.
 
 # Configuration parameter ids for CONFIG and SET_CONFIG: a setting's id is its row in
 # efd.config's table + 1 (efd.config.NAMES[id - 1]); ids beyond it travel as "p<id>". The
@@ -82,16 +68,11 @@ NA_I16 = const(-32768)
 MAX_SAMPLES = const(96)  # per SNAPSHOT chunk: keeps the frame under 254 bytes
 
 
-def _name(table, i):
-    if 0 <= i < len(table) and table[i]:
-        return table[i]
-    return i  # unknown codes stay numbers: decoders must not fail on new values
-
-
-def _code(table, v):
+def _num(v, table):
+    # A field the detector passes as a number; a host may pass the name from host.<table>.
     if isinstance(v, int):
         return v
-    return table.index(v)
+    return getattr(_host(), table).index(v)
 
 
 def _params(b, s, e):
@@ -142,18 +123,18 @@ def _poll(b, s, e):
 
 def _ack(b, s, e):
     at, aseq, acrc = struct.unpack_from("<BBH", b, s)
-    return {"ack_type": TYPE_NAMES.get(at, at), "ack_seq": aseq, "ack_crc": acrc}
+    return {"ack_type": at, "ack_seq": aseq, "ack_crc": acrc}
 
 
 def _unpack_command(b, s, e):
     cmd = b[s]
-    d = {"cmd": _name(CMD_NAMES, cmd)}
+    d = {"cmd": cmd}
     s += 1
     n = e - s
     if cmd == CMD_RESET:
         if n < 1:
             return None
-        d["channel"] = _name(ev.CHANNEL_NAMES, b[s]) if b[s] != 0xFF else "all"
+        d["channel"] = b[s]  # CMD_ALL: every channel
     elif cmd == CMD_SET_CONFIG:
         params = _params(b, s, e)
         if params is None:
@@ -173,18 +154,18 @@ def _unpack_command(b, s, e):
     return d
 
 
-_UNPACK = {POLL: _poll, ACK: _ack, COMMAND: _unpack_command}  # host.py adds the uplink types
+_UNPACK = {POLL: _poll, ACK: _ack, COMMAND: _unpack_command}  # the detector's view
 
 
-def unpack(t, b, s, e):
+def unpack(t, b, s, e, names=True):
     """Fields of a type-t payload at b[s:e] as a dict, or None if the payload is malformed
-    (shorter than the type's layout, or a list of the wrong length)."""
+    (shorter than the type's layout, or a list of the wrong length). names=False is the
+    detector's view of the downlink: codes as numbers, and host.py never loaded."""
     if e - s < MIN_LEN[t]:
         return None
-    f = _UNPACK.get(t)
+    f = None if names else _UNPACK.get(t)
     if f is None:
-        _host()
-        f = _UNPACK[t]
+        f = _host().UNPACK[t]
     return f(b, s, e)
 
 
@@ -202,7 +183,7 @@ def pack(t, fields, buf, o):
             fw[0],
             fw[1],
             fw[2],
-            _code(RESET_CAUSES, f["reset_cause"]),
+            _num(f["reset_cause"], "RESET_CAUSES"),
             f["boot_count"],
             f["config_hash"],
             f["host_counter"],
@@ -214,8 +195,8 @@ def pack(t, fields, buf, o):
             buf,
             o,
             f["cmd_counter"],
-            _code(CMD_NAMES, f["cmd"]),
-            _code(RESULT_NAMES, f["status"]),
+            _num(f["cmd"], "CMD_NAMES"),
+            _num(f["status"], "RESULT_NAMES"),
             f["value"],
         )
         return o + 10
@@ -229,7 +210,7 @@ def pack(t, fields, buf, o):
             buf,
             o,
             f["snap_id"],
-            _code(ev.CHANNEL_NAMES, f["channel"]),
+            _num(f["channel"], "CHANNEL_NAMES"),
             f["chunk"],
             f["chunks"],
             f["scale_exp"],
@@ -246,15 +227,24 @@ def pack(t, fields, buf, o):
 
 
 _hostmod = None
+_HOST_NAMES = (
+    "status_flags",
+    "TYPE_CODES",
+    "STATUS_FLAGS",
+    "PARAMS",
+    "TYPE_NAMES",
+    "CMD_NAMES",
+    "RESULT_NAMES",
+    "RESET_CAUSES",
+)
 
 
 def _host():
-    """protocol.host, imported once; it registers its decoders in _UNPACK."""
+    """protocol.host, imported once."""
     global _hostmod
     if _hostmod is None:
         from protocol import host
 
-        _UNPACK.update(host.UNPACK)
         _hostmod = host
     return _hostmod
 
@@ -262,6 +252,6 @@ def _host():
 def __getattr__(name):
     # Host-only names stay reachable as messages.<name> (PEP 562; MicroPython has module
     # __getattr__ too): loading them is the only cost of asking.
-    if name in ("status_flags", "TYPE_CODES", "STATUS_FLAGS", "PARAMS"):
+    if name in _HOST_NAMES:
         return getattr(_host(), name)
     raise AttributeError(name)

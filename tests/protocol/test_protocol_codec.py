@@ -194,7 +194,7 @@ PAYLOADS = {
     messages.EVENT: st.fixed_dictionaries(
         {
             "kind": st.sampled_from(names.KIND_NAMES[1:]),
-            "channel": st.sampled_from(ev.CHANNEL_NAMES),
+            "channel": st.sampled_from(names.CHANNEL_NAMES),
             "value": _i32,
             "threshold": _i32,
         }
@@ -211,7 +211,7 @@ PAYLOADS = {
     messages.SNAPSHOT: st.fixed_dictionaries(
         {
             "snap_id": st.integers(0, 0xFFFF),
-            "channel": st.sampled_from(ev.CHANNEL_NAMES),
+            "channel": st.sampled_from(names.CHANNEL_NAMES),
             "chunk": st.integers(0, 255),
             "chunks": st.integers(0, 255),
             "scale_exp": st.integers(-128, 127),
@@ -231,7 +231,7 @@ PAYLOADS = {
     ),
     messages.COMMAND: st.one_of(
         st.fixed_dictionaries(
-            {"cmd": st.just("reset"), "channel": st.sampled_from((*ev.CHANNEL_NAMES, "all"))}
+            {"cmd": st.just("reset"), "channel": st.sampled_from((*names.CHANNEL_NAMES, "all"))}
         ),
         st.fixed_dictionaries({"cmd": st.sampled_from(["selftest", "reboot", "get_config"])}),
         st.fixed_dictionaries({"cmd": st.just("set_config"), "params": _params}),

@@ -197,7 +197,7 @@ class VirtualDetector:
         self.inflight = Sent(wire, f.seq, f.crc, f.counter, M.EVENT, now, 1)
         self.stats.events += 1
         self.stats.log.append((self.device, f.counter, names.KIND_NAMES[kind],
-                               ev.CHANNEL_NAMES[ch], value))  # fmt: skip
+                               names.CHANNEL_NAMES[ch], value))  # fmt: skip
         return wire
 
     # -- downlink ------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ class VirtualDetector:
         self.stats.executed.append((counter, str(cmd)))
         if cmd == "reset":
             ch = fields.get("channel")
-            chans = range(ev.N_CHANNELS) if ch == "all" else [ev.CHANNEL_NAMES.index(ch)]
+            chans = range(ev.N_CHANNELS) if ch == "all" else [names.CHANNEL_NAMES.index(ch)]
             for c in chans:
                 if self.latched & (1 << c):
                     self.raise_event(ev.RESET, c, self.values[c], 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from efd import events as ev
 from efd import names
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -42,7 +41,7 @@ def load(path: str | Path) -> Timeline:
         TimedEvent(
             e.t,
             names.KIND_NAMES.index(e.kind),
-            ev.CHANNEL_NAMES.index(e.channel),
+            names.CHANNEL_NAMES.index(e.channel),
             e.value,
             e.threshold,
         )

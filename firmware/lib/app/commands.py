@@ -14,21 +14,22 @@ def command(app, f, counter, now):
     """-> (status, value, extra frames); status -1: the RESULT comes later."""
     cmd = f["cmd"]
     det = app.det
-    if cmd == "reset":
+    # Fields are numbers (messages.py, the detector's view): cmd M.CMD_*, channel efd.events.
+    if cmd == M.CMD_RESET:
         ch = f["channel"]
-        if ch == "all":
+        if ch == M.CMD_ALL:
             ok = det.reset(now)
-        elif isinstance(ch, str):
-            ok = det.rules[ev.CHANNEL_NAMES.index(ch)].reset(now)
+        elif ch < ev.N_CHANNELS:
+            ok = det.rules[ch].reset(now)
         else:
             return 2, 0, ()
         app._drain(now)
         return (0 if ok else 4), 0, ()
-    if cmd == "selftest":
+    if cmd == M.CMD_SELFTEST:
         if not app.start_selftest(now, counter):
             return 3, 0, ()
         return -1, 0, ()
-    if cmd == "set_config":
+    if cmd == M.CMD_SET_CONFIG:
         new, bad = settings.validate_update(app.overrides, f["params"])
         if new is None:
             return 2, bad, ()
@@ -37,20 +38,20 @@ def command(app, f, counter, now):
         det.configure(new)
         app.problems &= ~1
         return 0, 0, (config_frame(app),)
-    if cmd == "time_sync":
+    if cmd == M.CMD_TIME_SYNC:
         app.hal.set_time(f["set_time"])
         return 0, 0, ()
-    if cmd == "snapshot":
+    if cmd == M.CMD_SNAPSHOT:
         sid = f["snap_id"]
         if sid == 0 and app.snap_id == 0:
             app._capture(ev.RESIDUAL, 0)  # no alarm yet: the current window
         elif sid != 0 and sid != app.snap_id:
             return 2, 0, ()
         return 0, app.snap_id, snapshot_frames(app)
-    if cmd == "reboot":
+    if cmd == M.CMD_REBOOT:
         app.reboot_at = ticks.add(now, 300)
         return 0, 0, ()
-    if cmd == "get_config":
+    if cmd == M.CMD_GET_CONFIG:
         return 0, 0, (config_frame(app),)
     return 1, 0, ()
 

@@ -94,9 +94,7 @@ class Link:
             self.save_host_counter(f.counter)
             fields = f.fields
             status, value, extra = self.handler(fields, f.counter, now)
-            cmd = fields["cmd"]
-            if isinstance(cmd, str):
-                cmd = M.CMD_NAMES.index(cmd)
+            cmd = fields["cmd"]  # a number: the link decodes the detector's view (uplink=False)
             self.last_result = None
             if status >= 0:  # < 0: the app answers later (self-test) with send_result()
                 self.send_result(f.counter, cmd, status, value)
@@ -106,7 +104,7 @@ class Link:
             a = f.fields
             if (
                 self.inflight
-                and a["ack_type"] == "event"
+                and a["ack_type"] == M.EVENT
                 and a["ack_seq"] == self.inflight_seq
                 and a["ack_crc"] == self.inflight_crc
             ):

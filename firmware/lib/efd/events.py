@@ -6,7 +6,7 @@
 #
 # The numbers below are wire values too: protocol/SPEC.md uses the same codes. The detector
 # only ever sends numbers; the names people read (kinds, faults, `as_dict`) are efd/names.py's,
-# which the firmware never loads. Channel names stay here: commands name channels.
+# which the firmware never loads.
 from array import array
 
 from efd.compat import const
@@ -27,18 +27,6 @@ TEMP0 = const(1)  # TEMP0..TEMP3 = 1..4
 PHASE0 = const(5)  # PHASE0..PHASE2 = 5..7
 ARC = const(8)
 N_CHANNELS = const(9)
-
-CHANNEL_NAMES = (
-    "residual",
-    "temp0",
-    "temp1",
-    "temp2",
-    "temp3",
-    "phase0",
-    "phase1",
-    "phase2",
-    "arc",
-)
 
 # Sensor fault codes (value of a FAULT event).
 FAULT_OPEN = const(1)  # lead open: CT mean pulled low / NTC reading at the top rail

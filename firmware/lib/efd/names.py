@@ -1,10 +1,22 @@
 # Names for efd.events' codes, for people: host tools, reports, logs. The detector sends and
 # stores numbers only and never imports this module (docs/firmware.md, Memory budget), so
 # these tables cost the board no heap.
-from efd.events import CHANNEL_NAMES
 
 # Event kinds (efd.events PREALARM=1 .. ROR=8).
 KIND_NAMES = ("", "prealarm", "alarm", "clear", "fault", "fault_clear", "reset", "selftest", "ror")
+
+# Channels (efd.events RESIDUAL=0, TEMP0..3=1..4, PHASE0..2=5..7, ARC=8).
+CHANNEL_NAMES = (
+    "residual",
+    "temp0",
+    "temp1",
+    "temp2",
+    "temp3",
+    "phase0",
+    "phase1",
+    "phase2",
+    "arc",
+)
 
 # Sensor fault codes (efd.events FAULT_OPEN=1 .. FAULT_BIAS=4: the value of a FAULT event).
 FAULT_NAMES = ("", "open", "short", "overrange", "bias")
