@@ -20,7 +20,7 @@ from efd import rms, ticks
 from efd.detector import Detector
 from efd.events import N_CHANNELS
 from efd.names import CHANNEL_NAMES, FAULT_NAMES, KIND_NAMES
-from efd.threshold import OFF
+from efd.threshold import _ALARM_TH, _PRE_TH, _W, OFF
 from host_sim import drive
 from host_sim.scenario import Scenario
 from host_sim.synth import CHUNK_WINDOWS, Synth
@@ -149,11 +149,11 @@ def run(
         window_s=syn.window_s,
         n_windows=n_win,
         trace=trace_arr,
-        latched=[CHANNEL_NAMES[c] for c in range(N_CHANNELS) if det.rules[c].latched],
+        latched=[CHANNEL_NAMES[c] for c in range(N_CHANNELS) if det.rules.latched(c)],
         faulty={
-            CHANNEL_NAMES[c]: FAULT_NAMES[det.faults[c].reported]
+            CHANNEL_NAMES[c]: FAULT_NAMES[det.faults.reported[c]]
             for c in range(N_CHANNELS)
-            if det.faults[c].reported
+            if det.faults.reported[c]
         },
         dropped=det.events.dropped,
         gen_s=gen_s,
@@ -165,13 +165,16 @@ def run(
 
 def _thresholds(det: Detector) -> dict[str, dict[str, int]]:
     """Alarm / pre-alarm levels the core actually uses (for plot lines), per enabled channel."""
+    # Read from the rule bank's array; its layout constants are inlined on the device and
+    # plain module globals on CPython.
     out = {}
     for ch in range(N_CHANNELS):
-        r = det.rules[ch]
-        if r.alarm_th == OFF:
+        alarm_th = det.rules.s[ch * _W + _ALARM_TH]
+        pre_th = det.rules.s[ch * _W + _PRE_TH]
+        if alarm_th == OFF:
             continue
-        d = {"alarm": r.alarm_th}
-        if r.pre_th != OFF:
-            d["pre"] = r.pre_th
+        d = {"alarm": alarm_th}
+        if pre_th != OFF:
+            d["pre"] = pre_th
         out[CHANNEL_NAMES[ch]] = d
     return out

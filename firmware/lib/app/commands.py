@@ -20,7 +20,7 @@ def command(app, f, counter, now):
         if ch == M.CMD_ALL:
             ok = det.reset(now)
         elif ch < ev.N_CHANNELS:
-            ok = det.rules[ch].reset(now)
+            ok = det.rules.reset(ch, now)
         else:
             return 2, 0, ()
         app._drain(now)

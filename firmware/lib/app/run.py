@@ -159,8 +159,8 @@ class App:
         det = self.det
         alarm = det.alarmed()
         fault = self.problems != 0
-        for f in det.faults:
-            if f.reported:
+        for ch in range(ev.N_CHANNELS):
+            if det.faults.reported[ch]:
                 fault = True
         self.hal.outputs(alarm, fault, not alarm and not fault)
 
@@ -170,16 +170,16 @@ class App:
             return False
         self.selftest_at = now
         self.selftest_ctr = counter
-        self.selftest_was = self.det.rules[ev.RESIDUAL].latched
+        self.selftest_was = self.det.rules.latched(ev.RESIDUAL)
         self.hal.test_current(self.det.cfg["leak_set_ma"] * 3 // 2)
         return True
 
     def _selftest(self, now):
         det = self.det
-        rule = det.rules[ev.RESIDUAL]
+        rules = det.rules
         if self.selftest_clear:
             # The test's own alarm: cleared once the test current is gone (never a real one).
-            if rule.reset(now) or ticks.diff(now, self.selftest_at) > 10000:
+            if rules.reset(ev.RESIDUAL, now) or ticks.diff(now, self.selftest_at) > 10000:
                 self.selftest_clear = False
                 self.selftest_at = -1
             return
@@ -188,7 +188,7 @@ class App:
         if self.selftest_was:
             if det.values[ev.RESIDUAL] >= set_ma:
                 passed = 1
-        elif rule.latched:
+        elif rules.latched(ev.RESIDUAL):
             passed = 1
         if passed < 0 and ticks.diff(now, self.selftest_at) > (
             det.cfg["leak_delay_s"] * 1000 + _SELFTEST_MARGIN_MS
@@ -247,15 +247,15 @@ class App:
         if self.log.pending():
             status |= M.ST_PENDING
         res = v[ev.RESIDUAL]
-        if det.faults[ev.RESIDUAL].reported or res > 0xFFFE:
+        if det.faults.reported[ev.RESIDUAL] or res > 0xFFFE:
             res = M.NA_U16
         for i in range(4):
             ch = ev.TEMP0 + i
-            ok = i < cfg["temp_channels"] and not det.faults[ch].reported
+            ok = i < cfg["temp_channels"] and not det.faults.reported[ch]
             self.temps[i] = v[ch] if ok else M.NA_I16
         for i in range(3):
             ch = ev.PHASE0 + i
-            ok = i < cfg["phase_channels"] and not det.faults[ch].reported and v[ch] <= 0xFFFE
+            ok = i < cfg["phase_channels"] and not det.faults.reported[ch] and v[ch] <= 0xFFFE
             self.lines[i] = v[ch] if ok else M.NA_U16
         return self.link.enc.telemetry(t, res, self.temps, self.lines, status)
 

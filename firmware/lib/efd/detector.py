@@ -21,9 +21,9 @@ from efd.events import (
     TEMP0,
     EventQueue,
 )
-from efd.faults import FaultMonitor
+from efd.faults import Faults
 from efd.ror import RateOfRise
-from efd.threshold import OFF, Threshold
+from efd.threshold import OFF, Thresholds
 
 # GB 14287.2: the alarm value must lie within 80-100 % of the set value. We decide at 90 %:
 # the middle of the band leaves 10 % of set on each side for the RMS error (<= 1 % + 1 mA,
@@ -53,16 +53,25 @@ class Detector:
         self.events = EventQueue(capacity)
         q = self.events
         # Inputs, filled in place by the HAL/simulator before process().
-        self.residual = _mid_scale()
-        self.phase = [_mid_scale() for _ in range(3)]
+        # Window buffers at mid-scale, built from zero bytes: a list of rms.N ints would take 4x
+        # the array's size on the heap for a moment (8 bytes each on 64-bit), the largest
+        # contiguous block the firmware asks for at boot.
+        self.phase = []
+        for _ in range(4):
+            a = array("H", bytes(2 * rms.N))
+            for i in range(rms.N):
+                a[i] = rms.MID
+            self.phase.append(a)
+        self.residual = self.phase.pop()
         self.temp_code = array("H", [2048] * 4)
-        self._temp_acc = array("i", [0] * 4)  # smoothed 0.1 degC << _TEMP_SMOOTH; 0 = restart
+        self._temp_acc = array("i", bytes(16))  # smoothed 0.1 degC << _TEMP_SMOOTH; 0 = restart
         # Latest measurement per channel (residual mA, 0.1 degC, 0.01 A, arc count).
-        self.values = array("i", [0] * N_CHANNELS)
-        self.rules = [Threshold(ch, q) for ch in range(N_CHANNELS)]
-        self.faults = [FaultMonitor(ch, q) for ch in range(N_CHANNELS)]
-        self.rors = [RateOfRise(TEMP0 + i, q) for i in range(4)]
-        self._stats = array("i", [0] * 3)
+        self.values = array("i", bytes(4 * N_CHANNELS))
+        # Per-channel state: one bank (a few arrays) per kind, indexed by channel.
+        self.rules = Thresholds(N_CHANNELS, q)
+        self.faults = Faults(N_CHANNELS, q)
+        self.rors = RateOfRise(q)  # the 4 temperature channels
+        self._stats = array("i", bytes(12))
         if kernel is None:
             kernel = rms.accumulate_viper if MICROPYTHON else rms.accumulate
         self._accumulate = kernel
@@ -74,7 +83,9 @@ class Detector:
         cfg = config.make(settings)
         self.cfg = cfg
         set_ma = cfg["leak_set_ma"]
-        self.rules[RESIDUAL].configure(
+        rules = self.rules
+        rules.configure(
+            RESIDUAL,
             set_ma * LEAK_DECISION_PCT // 100,
             _pct(set_ma, cfg["leak_prealarm_pct"]),
             set_ma * cfg["leak_hyst_pct"] // 100,
@@ -84,27 +95,27 @@ class Detector:
         for i in range(4):
             # Temperature decides at the set value itself: the NTC table is within 0.5 degC
             # and GB 14287.3 measures the alarm time from the point reaching the set value.
-            self.rules[TEMP0 + i].configure(
+            rules.configure(
+                TEMP0 + i,
                 set_dc if i < cfg["temp_channels"] else OFF,
                 _pct(set_dc, cfg["temp_prealarm_pct"]),
                 cfg["temp_hyst_c"] * 10,
                 cfg["temp_delay_s"] * 1000,
             )
-            self.rors[i].threshold = cfg["temp_ror_c_per_min"] * 10
         set_ca = cfg["line_set_a"] * 100
         for i in range(3):
-            self.rules[PHASE0 + i].configure(
+            rules.configure(
+                PHASE0 + i,
                 set_ca if i < cfg["phase_channels"] else OFF,
                 _pct(set_ca, cfg["line_prealarm_pct"]),
                 set_ca * cfg["line_hyst_pct"] // 100,
                 cfg["line_delay_s"] * 1000,
             )
-        self.rules[ARC].configure(
-            _ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, _ARC_ALARM - _ARC_QUIET - 1, 0
+        rules.configure(
+            ARC, _ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, _ARC_ALARM - _ARC_QUIET - 1, 0
         )
-        delay = cfg["fault_delay_s"] * 1000
-        for f in self.faults:
-            f.delay_ms = delay
+        self.rors.threshold = cfg["temp_ror_c_per_min"] * 10
+        self.faults.delay_ms = cfg["fault_delay_s"] * 1000
 
     # -- per window -------------------------------------------------------------------------
     def process(self, now):
@@ -129,22 +140,21 @@ class Detector:
             code = FAULT_SHORT if mean > rms.ADC_MAX - _RAIL_MARGIN else FAULT_BIAS
         elif st[rms.CLIPPED] >= _CLIP_MIN:
             code = FAULT_OVERRANGE
-        self.faults[ch].update(code, now)
-        rule = self.rules[ch]
+        self.faults.update(ch, code, now)
         if code == 0 or code == FAULT_OVERRANGE:
             # Clipping makes the RMS a lower bound of the true current: still safe to alarm on.
-            rule.update(value, now)
+            self.rules.update(ch, value, now)
         else:
-            rule.suspend()
+            self.rules.suspend(ch)
 
     def _temp(self, i, now):
         ch = TEMP0 + i
         code = self.temp_code[i]
         fault = ntc.classify(code)
-        self.faults[ch].update(fault, now)
+        self.faults.update(ch, fault, now)
         if fault:
-            self.rules[ch].suspend()
-            self.rors[i].restart()
+            self.rules.suspend(ch)
+            self.rors.restart(i)
             self._temp_acc[i] = 0
             return
         raw = ntc.to_decic(code)
@@ -158,51 +168,41 @@ class Detector:
         self._temp_acc[i] = acc
         dc = (acc + (1 << (_TEMP_SMOOTH - 1))) >> _TEMP_SMOOTH
         self.values[ch] = dc
-        self.rules[ch].update(dc, now)
-        self.rors[i].update(dc, now)
+        self.rules.update(ch, dc, now)
+        self.rors.update(i, dc, now)
 
     def arc_second(self, half_cycles, now):
         """Arc front-end pulse count for the last second (GB 14287.4 rule)."""
         self.values[ARC] = half_cycles
-        self.rules[ARC].update(half_cycles, now)
+        self.rules.update(ARC, half_cycles, now)
 
     # -- commands ---------------------------------------------------------------------------
     def reset(self, now):
         """Reset every latch whose condition is gone. True if no alarm stays latched."""
         ok = True
-        for r in self.rules:
-            if not r.reset(now):
+        for ch in range(N_CHANNELS):
+            if not self.rules.reset(ch, now):
                 ok = False
         return ok
 
     def status(self):
         """Bit field: latched alarm / fault / pre-alarm per channel (see _STATUS_*_SHIFT)."""
         s = 0
+        rules = self.rules
         for ch in range(N_CHANNELS):
-            r = self.rules[ch]
-            if r.latched:
+            if rules.latched(ch):
                 s |= 1 << (_STATUS_ALARM_SHIFT + ch)
-            if self.faults[ch].reported:
+            if self.faults.reported[ch]:
                 s |= 1 << (_STATUS_FAULT_SHIFT + ch)
-            if r.pre:
+            if rules.pre(ch):
                 s |= 1 << (_STATUS_PRE_SHIFT + ch)
         return s
 
     def alarmed(self):
-        for r in self.rules:
-            if r.latched:
+        for ch in range(N_CHANNELS):
+            if self.rules.latched(ch):
                 return True
         return False
-
-
-def _mid_scale():
-    # A window buffer at mid-scale, built from zero bytes: a list of rms.N ints would take 4x
-    # the array's size on the heap for a moment (8 bytes each on 64-bit), the largest
-    # contiguous block the firmware asks for at boot.
-    a = array("H", bytes(2 * rms.N))
-    for i in range(rms.N):
-        a[i] = rms.MID
-    return a
 
 
 def _pct(value, pct):

@@ -7,26 +7,32 @@
 # Detection of the raw code is the caller's job (CT bias band and clipping in detector.py,
 # NTC rails in ntc.py); while the raw code is non-zero the caller suspends that channel's
 # alarm rule, so a broken lead is never read as "no leakage" or as a huge temperature.
+from array import array
+
 from efd.events import FAULT, FAULT_CLEAR
 from efd.ticks import diff
 
 
-class FaultMonitor:
-    def __init__(self, channel, queue):
-        self.channel = channel
+class Faults:
+    """The debouncers of channels 0..n-1 (array slots, not an object each), one EventQueue."""
+
+    def __init__(self, n, queue):
         self.queue = queue
         self.delay_ms = 2000
-        self.reported = 0  # fault code last reported (0 = healthy)
-        self.candidate = 0  # raw code being debounced
-        self.since = 0
+        self.reported = bytearray(n)  # fault code last reported per channel (0 = healthy)
+        # Per channel ch: [2ch] the raw code being debounced, [2ch + 1] since when.
+        self.s = array("i", bytes(8 * n))
 
-    def update(self, code, now):
-        if code != self.candidate:
-            self.candidate = code
-            self.since = now
-        if code != self.reported and diff(now, self.since) >= self.delay_ms:
+    def update(self, ch, code, now):
+        s = self.s
+        i = 2 * ch
+        if code != s[i]:
+            s[i] = code
+            s[i + 1] = now
+        reported = self.reported[ch]
+        if code != reported and diff(now, s[i + 1]) >= self.delay_ms:
             if code:
-                self.queue.push(FAULT, self.channel, code, 0, now)
+                self.queue.push(FAULT, ch, code, 0, now)
             else:
-                self.queue.push(FAULT_CLEAR, self.channel, self.reported, 0, now)
-            self.reported = code
+                self.queue.push(FAULT_CLEAR, ch, reported, 0, now)
+            self.reported[ch] = code

@@ -8,44 +8,51 @@
 from array import array
 
 from efd.compat import const
-from efd.events import ROR
+from efd.events import ROR, TEMP0
 from efd.ticks import diff
 
 _SLOT_MS = const(10000)
 _SLOTS = const(7)  # 7 readings 10 s apart span 60 s
+# Per temperature channel i, _W ints at i * _W: the readings (oldest first), then these.
+_LAST = const(7)  # when the newest reading was taken
+_COUNT = const(8)  # readings held (0.._SLOTS)
+_ON = const(9)  # 1 while a pre-alarm is reported (re-armed once the rise slows)
+_W = const(10)
 
 
 class RateOfRise:
-    def __init__(self, channel, queue):
-        self.channel = channel
+    """The rate-of-rise rule of the 4 temperature channels (TEMP0 + i), one array for all."""
+
+    def __init__(self, queue):
         self.queue = queue
-        self.threshold = 0  # 0.1 degC per minute; 0 = off
-        self.hist = array("i", [0] * _SLOTS)
-        self.count = 0
-        self.last = 0
-        self.on = False
+        self.threshold = 0  # 0.1 degC per minute, the same for every channel; 0 = off
+        self.s = array("i", bytes(4 * 4 * _W))
 
-    def restart(self):
+    def restart(self, i):
         """Forget the history (after a sensor fault the old readings are not comparable)."""
-        self.count = 0
-        self.on = False
+        b = i * _W
+        self.s[b + _COUNT] = 0
+        self.s[b + _ON] = 0
 
-    def update(self, decic, now):
-        if self.count and diff(now, self.last) < _SLOT_MS:
+    def update(self, i, decic, now):
+        s = self.s
+        b = i * _W
+        count = s[b + _COUNT]
+        if count and diff(now, s[b + _LAST]) < _SLOT_MS:
             return
-        h = self.hist
-        for i in range(_SLOTS - 1):
-            h[i] = h[i + 1]
-        h[_SLOTS - 1] = decic
-        self.last = now
-        if self.count < _SLOTS:
-            self.count += 1
-        if self.count < _SLOTS or not self.threshold:
+        for k in range(b, b + _SLOTS - 1):
+            s[k] = s[k + 1]
+        s[b + _SLOTS - 1] = decic
+        s[b + _LAST] = now
+        if count < _SLOTS:
+            count += 1
+            s[b + _COUNT] = count
+        if count < _SLOTS or not self.threshold:
             return
-        rate = h[_SLOTS - 1] - h[0]
+        rate = decic - s[b]
         if rate >= self.threshold:
-            if not self.on:
-                self.on = True
-                self.queue.push(ROR, self.channel, rate, self.threshold, now)
+            if not s[b + _ON]:
+                s[b + _ON] = 1
+                self.queue.push(ROR, TEMP0 + i, rate, self.threshold, now)
         elif rate < self.threshold // 2:
-            self.on = False  # re-armed once the rise has clearly slowed
+            s[b + _ON] = 0  # re-armed once the rise has clearly slowed

@@ -1,4 +1,4 @@
-# One over-threshold rule with delay, latching, pre-alarm and hysteresis.
+# Over-threshold rules with delay, latching, pre-alarm and hysteresis: one bank for every channel.
 #
 # The residual-current, temperature, line-overload and arc rules are all this state machine with
 # different numbers (see detector.py), so the behaviour the standards require is written once:
@@ -10,74 +10,102 @@
 #     clear_th = min(pre_th, alarm_th) - hyst: hysteresis keeps noise near a level from chattering.
 #   - reset() clears the latch only where the alarm condition is gone (value < alarm_th - hyst).
 # Values are ints in the channel's units; `now` is a 2^30-wrapping ms counter (efd.ticks).
+#
+# Memory: the state of channel ch is _W ints at ch * _W in one array, not an object per channel
+# (on a 64-bit port each object costs a header and 16 bytes per attribute).
+from array import array
+
 from efd.compat import const
 from efd.events import ALARM, CLEAR, PREALARM, RESET
 from efd.ticks import diff
 
 OFF = const(0x3FFFFFFF)  # a threshold no value reaches: disables a level
 
+# Per-channel ints, at ch * _W + one of these.
+_ALARM_TH = const(0)
+_PRE_TH = const(1)
+_HYST = const(2)
+_DELAY_MS = const(3)
+_VALUE = const(4)  # last value seen
+_SINCE = const(5)  # when the delay started
+_FLAGS = const(6)  # the bits below
+_W = const(7)
 
-class Threshold:
-    def __init__(self, channel, queue):
-        self.channel = channel
+# Flag bits.
+_LATCHED = const(1)  # alarm latched (until reset)
+_PENDING = const(2)  # value >= alarm_th, delay running
+_ACTIVE = const(4)  # pre-alarm or alarm condition present (for CLEAR)
+_PRE = const(8)  # pre-alarm reported and not cleared
+
+
+class Thresholds:
+    """The rules of channels 0..n-1, reporting to one EventQueue. Every level starts OFF."""
+
+    def __init__(self, n, queue):
         self.queue = queue
-        self.alarm_th = OFF
-        self.pre_th = OFF
-        self.hyst = 0
-        self.delay_ms = 0
-        self.value = 0  # last value seen
-        self.latched = False  # alarm latched (until reset)
-        self.pending = False  # value >= alarm_th, delay running
-        self.since = 0  # when the delay started
-        self.active = False  # pre-alarm or alarm condition present (for CLEAR)
-        self.pre = False  # pre-alarm reported and not cleared
+        self.s = array("i", bytes(4 * _W * n))
+        for ch in range(n):
+            self.configure(ch, OFF, OFF, 0, 0)
 
-    def configure(self, alarm_th, pre_th, hyst, delay_ms):
-        self.alarm_th = alarm_th
-        self.pre_th = pre_th
-        self.hyst = hyst
-        self.delay_ms = delay_ms
+    def configure(self, ch, alarm_th, pre_th, hyst, delay_ms):
+        s = self.s
+        i = ch * _W
+        s[i + _ALARM_TH] = alarm_th
+        s[i + _PRE_TH] = pre_th
+        s[i + _HYST] = hyst
+        s[i + _DELAY_MS] = delay_ms
 
-    def clear_th(self):
-        lo = self.pre_th if self.pre_th < self.alarm_th else self.alarm_th
-        return lo - self.hyst
-
-    def update(self, value, now):
-        self.value = value
+    def update(self, ch, value, now):
+        s = self.s
+        i = ch * _W
+        f = s[i + _FLAGS]
         q = self.queue
-        if value >= self.alarm_th:
-            if not self.pending:
-                self.pending = True
-                self.since = now
-            self.active = True
-            if not self.latched and diff(now, self.since) >= self.delay_ms:
-                self.latched = True
-                q.push(ALARM, self.channel, value, self.alarm_th, now)
+        s[i + _VALUE] = value
+        alarm_th = s[i + _ALARM_TH]
+        if value >= alarm_th:
+            if not f & _PENDING:
+                f |= _PENDING
+                s[i + _SINCE] = now
+            f |= _ACTIVE
+            if not f & _LATCHED and diff(now, s[i + _SINCE]) >= s[i + _DELAY_MS]:
+                f |= _LATCHED
+                q.push(ALARM, ch, value, alarm_th, now)
         else:
             # Below the alarm point: a running delay is cancelled, not paused.
-            self.pending = False
-        if value >= self.pre_th and not self.pre and not self.latched:
-            self.pre = True
-            self.active = True
-            q.push(PREALARM, self.channel, value, self.pre_th, now)
-        if self.active and value < self.clear_th():
-            self.active = False
-            self.pre = False
-            q.push(CLEAR, self.channel, value, self.clear_th(), now)
+            f &= ~_PENDING
+        pre_th = s[i + _PRE_TH]
+        if value >= pre_th and not f & (_PRE | _LATCHED):
+            f |= _PRE | _ACTIVE
+            q.push(PREALARM, ch, value, pre_th, now)
+        if f & _ACTIVE:
+            clear_th = (pre_th if pre_th < alarm_th else alarm_th) - s[i + _HYST]
+            if value < clear_th:
+                f &= ~(_ACTIVE | _PRE)
+                q.push(CLEAR, ch, value, clear_th, now)
+        s[i + _FLAGS] = f
 
-    def suspend(self):
+    def suspend(self, ch):
         """Sensor faulty: its readings mean nothing. Stop a running delay; keep the latch."""
-        self.pending = False
+        self.s[ch * _W + _FLAGS] &= ~_PENDING
 
-    def condition_gone(self):
-        return self.value < self.alarm_th - self.hyst and not self.pending
-
-    def reset(self, now):
+    def reset(self, ch, now):
         """Clear the latch if the alarm condition is gone. True if the channel is now unlatched."""
-        if not self.latched:
+        s = self.s
+        i = ch * _W
+        f = s[i + _FLAGS]
+        if not f & _LATCHED:
             return True
-        if not self.condition_gone():
-            return False
-        self.latched = False
-        self.queue.push(RESET, self.channel, self.value, self.alarm_th, now)
+        value = s[i + _VALUE]
+        alarm_th = s[i + _ALARM_TH]
+        if f & _PENDING or value >= alarm_th - s[i + _HYST]:
+            return False  # the condition is still there
+        s[i + _FLAGS] = f & ~_LATCHED
+        self.queue.push(RESET, ch, value, alarm_th, now)
         return True
+
+    def latched(self, ch):
+        return self.s[ch * _W + _FLAGS] & _LATCHED != 0
+
+    def pre(self, ch):
+        """True while a pre-alarm is reported and not cleared."""
+        return self.s[ch * _W + _FLAGS] & _PRE != 0
