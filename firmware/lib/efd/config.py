@@ -12,67 +12,67 @@
 #   fault_delay_s 1..9, default 2         faults reported within 10 s (issue), GB 50166 < 100 s
 # A percentage of 0 switches that pre-alarm off.
 
-# Wire order: a setting's parameter id in CONFIG and SET_CONFIG is its position here + 1
-# (protocol/SPEC.md §5), so names are only ever appended, never reordered or reused.
-# (A list made a tuple, not a tuple literal: the compiler would fold a literal into a constant
-# holding its own copy of every string, 60 bytes each on the x64 port; built at import, the
-# tuple shares DEFAULTS' strings.)
-NAMES = tuple(
-    [
-        "mains_hz",
-        "leak_set_ma",
-        "leak_delay_s",
-        "leak_prealarm_pct",
-        "leak_hyst_pct",
-        "temp_set_c",
-        "temp_delay_s",
-        "temp_prealarm_pct",
-        "temp_hyst_c",
-        "temp_ror_c_per_min",
-        "temp_channels",
-        "line_set_a",
-        "line_delay_s",
-        "line_prealarm_pct",
-        "line_hyst_pct",
-        "phase_channels",
-        "arc_enabled",
-        "fault_delay_s",
-        "res_gain_q12",
-        "phase_gain_q12",
-        "ct_bias_lo",
-        "ct_bias_hi",
-    ]
-)
-
-DEFAULTS = {
-    "mains_hz": 50,
-    "leak_set_ma": 300,
-    "leak_delay_s": 1,
-    "leak_prealarm_pct": 70,
-    "leak_hyst_pct": 5,
-    "temp_set_c": 70,
-    "temp_delay_s": 5,
-    "temp_prealarm_pct": 90,
-    "temp_hyst_c": 2,
-    "temp_ror_c_per_min": 10,
-    "temp_channels": 4,
-    "line_set_a": 32,
-    "line_delay_s": 5,
-    "line_prealarm_pct": 90,
-    "line_hyst_pct": 5,
-    "phase_channels": 3,
-    "arc_enabled": 1,
-    "fault_delay_s": 2,
+# Keyword arguments, not a {"name": value} literal: the names are then identifiers, interned
+# once as qstrs (~26 bytes each on the x64 port) instead of string objects (~60 bytes). Every
+# later module's "leak_set_ma" etc. then loads as a reference to the same qstr, and NAMES
+# below, parsed after these, is a tuple of qstrs too (docs/firmware.md, Memory budget).
+DEFAULTS = dict(
+    mains_hz=50,
+    leak_set_ma=300,
+    leak_delay_s=1,
+    leak_prealarm_pct=70,
+    leak_hyst_pct=5,
+    temp_set_c=70,
+    temp_delay_s=5,
+    temp_prealarm_pct=90,
+    temp_hyst_c=2,
+    temp_ror_c_per_min=10,
+    temp_channels=4,
+    line_set_a=32,
+    line_delay_s=5,
+    line_prealarm_pct=90,
+    line_hyst_pct=5,
+    phase_channels=3,
+    arc_enabled=1,
+    fault_delay_s=2,
     # Calibration (Q12 fixed point: units per ADC count * 4096). Defaults match the reference
     # front end in docs/hardware.md: residual 1 mA/count (full scale 1448 mA RMS), phase
     # 0.1 A/count (full scale 144 A RMS).
-    "res_gain_q12": 4096,
-    "phase_gain_q12": 40960,
+    res_gain_q12=4096,
+    phase_gain_q12=40960,
     # CT bias band in ADC counts: the window mean of a healthy CT input sits at mid-scale; a
     # mean outside this band is a wiring fault (docs/hardware.md, CT connection monitoring).
-    "ct_bias_lo": 1648,
-    "ct_bias_hi": 2448,
-}
+    ct_bias_lo=1648,
+    ct_bias_hi=2448,
+)
+
+
+# Wire order: a setting's parameter id in CONFIG and SET_CONFIG is its position here + 1
+# (protocol/SPEC.md §5), so names are only ever appended, never reordered or reused.
+NAMES = (
+    "mains_hz",
+    "leak_set_ma",
+    "leak_delay_s",
+    "leak_prealarm_pct",
+    "leak_hyst_pct",
+    "temp_set_c",
+    "temp_delay_s",
+    "temp_prealarm_pct",
+    "temp_hyst_c",
+    "temp_ror_c_per_min",
+    "temp_channels",
+    "line_set_a",
+    "line_delay_s",
+    "line_prealarm_pct",
+    "line_hyst_pct",
+    "phase_channels",
+    "arc_enabled",
+    "fault_delay_s",
+    "res_gain_q12",
+    "phase_gain_q12",
+    "ct_bias_lo",
+    "ct_bias_hi",
+)
 
 # Lowest and highest value of each setting, in NAMES order (ints only: a cheap constant).
 _LIMITS = (
