@@ -56,10 +56,6 @@ class Key:
         return self.mac(data, start, end)[:TAG_LEN]
 
 
-def hmac_sha256(key, msg):
-    return Key(key).mac(msg)
-
-
 def equal(a, b):
     """Compare two byte strings in time independent of where they differ (no early exit), so
     response timing does not leak how many leading tag bytes a forgery got right."""

@@ -32,6 +32,7 @@ def _make_table():
 
 
 _TABLE = _make_table()
+del _make_table  # run once: its code need not stay loaded
 
 
 def crc16_table(data, start=0, end=-1, crc=0xFFFF):

@@ -42,22 +42,7 @@ E_REPLAY = const(10)
 E_DUPLICATE = const(11)
 E_NO_KEY = const(12)
 E_DIRECTION = const(13)
-ERROR_NAMES = (
-    "",
-    "cobs",
-    "short",
-    "crc",
-    "version",
-    "unknown_type",
-    "length",
-    "overflow",
-    "no_tag",
-    "bad_tag",
-    "replay",
-    "duplicate",
-    "no_key",
-    "direction",
-)
+# Their names: host.ERROR_NAMES.
 
 
 class _Decoded:
@@ -167,7 +152,7 @@ def decode(wire, uplink=None):
 def __getattr__(name):
     # Host-only names stay reachable as frame.<name> (PEP 562; MicroPython has module
     # __getattr__ too), like messages': wire time from a clock is protocol/host.py's.
-    if name in ("EPOCH_UNIX", "efd_time", "now"):
+    if name in ("EPOCH_UNIX", "efd_time", "now", "ERROR_NAMES"):
         return getattr(messages._host(), name)
     raise AttributeError(name)
 

@@ -61,6 +61,23 @@ CMD_NAMES = ("", "reset", "selftest", "set_config", "time_sync", "snapshot", "re
 RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
 CHANNEL_NAMES = names.CHANNEL_NAMES
+# frame.E_* codes.
+ERROR_NAMES = (
+    "",
+    "cobs",
+    "short",
+    "crc",
+    "version",
+    "unknown_type",
+    "length",
+    "overflow",
+    "no_tag",
+    "bad_tag",
+    "replay",
+    "duplicate",
+    "no_key",
+    "direction",
+)
 
 # Setting names by wire parameter id (id 0 reserved): efd.config's table order.
 PARAMS = ("",) + config.NAMES  # noqa: RUF005 (MicroPython loads this module too)
@@ -336,7 +353,7 @@ def present(obj, name):
 
 
 def _error_name(self):
-    return frame.ERROR_NAMES[self.code]
+    return ERROR_NAMES[self.code]
 
 
 def _error_reason(self):

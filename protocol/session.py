@@ -41,9 +41,10 @@ class Peer:
         types that must be tagged. uplink: True on the host (accepts detector->host types
         only), False on the detector, None to skip the direction check."""
         self.key = key
-        # Mark and tag per replay_class(). Class 0 is the one the receiver persists; the others
-        # start at it after a restart, which only ever under-states them (the sender's counter
-        # is shared by all its frames and increases).
+        # Mark and tag per replay_class(). Class 0 (EVENT on the host, COMMAND on the detector)
+        # is the one the receiver persists: marks[0], tags[0]. The others start at it after a
+        # restart, which only ever under-states them (the sender's counter is shared by all
+        # its frames and increases).
         self.marks = [last_counter, last_counter, last_counter]
         self.tags = [None, None, None]
         self.requires = requires
@@ -71,23 +72,6 @@ class Peer:
         if last_tag is not None and equal(last_tag, frame.tag):
             return self._err(fr.E_DUPLICATE, frame)
         return self._err(fr.E_REPLAY, frame)
-
-    # The persisted mark (class 0: EVENT on the host, COMMAND on the detector).
-    @property
-    def last(self):
-        return self.marks[0]
-
-    @last.setter
-    def last(self, counter):
-        self.marks[0] = counter
-
-    @property
-    def last_tag(self):
-        return self.tags[0]
-
-    @last_tag.setter
-    def last_tag(self, tag):
-        self.tags[0] = tag
 
     def _err(self, code, frame):
         return fr.Error(code, frame.raw, frame.device, frame.seq, frame.type)

@@ -25,7 +25,7 @@ out["encode"] = [
     h(enc.message(t, tm, fields, auth=a, seq=seq, counter=ctr))
     for t, tm, fields, a, seq, ctr in req.get("encode", [])
 ]
-out["hmac"] = [h(auth.hmac_sha256(unhexlify(k), unhexlify(m))) for k, m in req.get("hmac", [])]
+out["hmac"] = [h(auth.Key(unhexlify(k)).mac(unhexlify(m))) for k, m in req.get("hmac", [])]
 out["crc"] = [crc.crc16_table(unhexlify(x)) for x in req.get("crc", [])]
 dec = stream.StreamDecoder()
 res = []

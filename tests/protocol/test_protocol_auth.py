@@ -36,7 +36,7 @@ def test_authentic_command_accepted_then_counter_advances():
     peer, enc = detector(), host_enc()
     assert peer.check(cmd(enc, auth=True)) is None
     assert peer.check(cmd(enc, auth=True)) is None
-    assert peer.last == 2
+    assert peer.marks[0] == 2
 
 
 def test_forged_tag_rejected_and_state_untouched():
@@ -48,7 +48,7 @@ def test_forged_tag_rejected_and_state_untouched():
     assert forged.ok  # CRC is fine: only the tag can catch it
     e = peer.check(forged)
     assert e.name == "bad_tag" and e.device == DEV
-    assert peer.last == 0
+    assert peer.marks[0] == 0
     assert peer.check(f) is None  # the genuine frame still goes through
 
 
@@ -216,6 +216,6 @@ def test_cached_result_resent_after_its_config_got_through_is_accepted():
 
 def test_persisted_mark_is_the_retransmitted_class():
     peer = session.Peer(KEY, 40, session.HOST_REQUIRES, uplink=True)
-    assert peer.last == 40 and peer.marks == [40, 40, 40]
-    peer.last = 50
+    assert peer.marks[0] == 40 and peer.marks == [40, 40, 40]
+    peer.marks[0] = 50
     assert peer.marks[0] == 50 and session.replay_class(messages.EVENT) == 0

@@ -160,7 +160,7 @@ for h in ({cmd!r}, {forged!r}, {cmd!r}):
     for f in dec.feed(unhexlify(h)):
         e = f if not f.ok else peer.check(f)
         res.append(0 if e is None else e.code)  # codes: names are the host's (protocol/host.py)
-print(' '.join(str(r) for r in res), peer.last)
+print(' '.join(str(r) for r in res), peer.marks[0])
 """,
         heapsize="64k",
         extra_path=[mpy_lib],

@@ -174,7 +174,7 @@ class VirtualDetector:
         return self.enc.message(
             M.HELLO, now_wire,
             {"fw": [0, 1, 0], "reset_cause": "power_on", "boot_count": self.boot,
-             "config_hash": 0, "host_counter": self.host.last},
+             "config_hash": 0, "host_counter": self.host.marks[0]},
         )  # fmt: skip
 
     def uplink(self, now: float, now_wire: int) -> bytes | None:

@@ -151,8 +151,8 @@ class Gateway:
         for d, (counter, tag) in store.last_events().items():
             st = self.devs.get(d)
             if st is not None and st.peer is not None:
-                st.peer.last = counter
-                st.peer.last_tag = tag
+                st.peer.marks[0] = counter  # replay class 0 (EVENT): the persisted mark
+                st.peer.tags[0] = tag
         n = store.abandon_commands(name, time.time())
         if n:
             log.warning("%d commands left in flight by an earlier run of %s: abandoned", n, name)
@@ -374,7 +374,7 @@ class Gateway:
         if err.code == fr.E_DUPLICATE:
             # Accepted in memory but not stored (a failed batch): take it as new.
             self.count("retry_unstored")
-            st.peer.last_tag = None  # type: ignore[union-attr]
+            st.peer.tags[0] = None  # type: ignore[union-attr]
             self.frame(f, link, addr)
             return
         self._reject(err.name, f"device {f.device} {f.name} counter {f.counter}")
@@ -418,9 +418,9 @@ class Gateway:
                 # (same counter) is accepted as new. One event per device is in flight
                 # (SPEC 8), so nothing newer from that device can be in this batch.
                 st = self.devs[f.device]
-                if st.peer is not None and st.peer.last == f.counter:
-                    st.peer.last = f.counter - 1
-                    st.peer.last_tag = None
+                if st.peer is not None and st.peer.marks[0] == f.counter:
+                    st.peer.marks[0] = f.counter - 1
+                    st.peer.tags[0] = None
             return
         now = time.time()
         for (f, link, addr), is_new in zip(meta, new, strict=True):
