@@ -155,19 +155,25 @@ print(app.windows, app.log.head, app.errors, peak, gc.mem_alloc())
 """
 
 
-def test_firmware_runs_a_simulated_hour_in_a_small_heap(tmp_path, image):
-    (tmp_path / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
-    r = run_in(tmp_path, image, HOUR, heapsize="128k")
+def run_hour(flash, image, heapsize):
+    """The HOUR script in a heap of `heapsize`; asserts the firmware did its whole job there.
+    errors == 0 matters: the main loop survives a MemoryError inside the link (it counts it
+    and goes on), so a heap that is too small can still exit 0."""
+    (flash / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
+    r = run_in(flash, image, HOUR, heapsize=heapsize)
     assert r.returncode == 0, r.stdout + r.stderr
     windows, events, errors, _peak, end = (int(x) for x in r.stdout.split()[-5:])
-    assert windows == 36000 and events >= 10 and errors == 0
-    assert end < 128 * 1024
+    assert windows == 36000 and events >= 10 and errors == 0, r.stdout
+    return end
+
+
+def test_firmware_runs_a_simulated_hour_in_a_small_heap(tmp_path, image):
+    assert run_hour(tmp_path, image, "128k") < 128 * 1024
 
 
 @pytest.mark.xfail(
-    strict=True, reason="x64 unix port: the hour needs an 80 KB heap (docs/firmware.md)"
+    strict=True, reason="x64 unix port: the hour needs a 68 KB heap (docs/firmware.md)"
 )
 def test_firmware_hour_in_64k(tmp_path, image):
-    (tmp_path / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
-    r = run_in(tmp_path, image, HOUR, heapsize="64k")
-    assert r.returncode == 0, r.stderr
+    # -X heapsize=64k: "limits the heap like a small board" (the issue's memory target).
+    run_hour(tmp_path, image, "64k")

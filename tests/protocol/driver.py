@@ -26,7 +26,7 @@ out["encode"] = [
     for t, tm, fields, a, seq, ctr in req.get("encode", [])
 ]
 out["hmac"] = [h(auth.Key(unhexlify(k)).mac(unhexlify(m))) for k, m in req.get("hmac", [])]
-out["crc"] = [crc.crc16_table(unhexlify(x)) for x in req.get("crc", [])]
+out["crc"] = [crc.crc16_py(unhexlify(x)) for x in req.get("crc", [])]
 dec = stream.StreamDecoder()
 res = []
 for chunk in req.get("stream", []):
