@@ -150,11 +150,9 @@ def decode(wire, uplink=None):
 
 
 def __getattr__(name):
-    # Host-only names stay reachable as frame.<name> (PEP 562; MicroPython has module
-    # __getattr__ too), like messages': wire time from a clock is protocol/host.py's.
-    if name in ("EPOCH_UNIX", "efd_time", "now", "ERROR_NAMES"):
-        return getattr(messages._host(), name)
-    raise AttributeError(name)
+    # Host-only names (ERROR_NAMES; wire time from a clock: now, efd_time, EPOCH_UNIX) stay
+    # reachable as frame.<name>, from protocol.host, like messages'.
+    return messages.__getattr__(name)
 
 
 class Encoder:

@@ -227,16 +227,6 @@ def pack(t, fields, buf, o):
 
 
 _hostmod = None
-_HOST_NAMES = (
-    "status_flags",
-    "TYPE_CODES",
-    "STATUS_FLAGS",
-    "PARAMS",
-    "TYPE_NAMES",
-    "CMD_NAMES",
-    "RESULT_NAMES",
-    "RESET_CAUSES",
-)
 
 
 def _host():
@@ -250,8 +240,10 @@ def _host():
 
 
 def __getattr__(name):
-    # Host-only names stay reachable as messages.<name> (PEP 562; MicroPython has module
-    # __getattr__ too): loading them is the only cost of asking.
-    if name in _HOST_NAMES:
-        return getattr(_host(), name)
-    raise AttributeError(name)
+    # Host-only names (status_flags, TYPE_CODES, PARAMS, TYPE_NAMES, CMD_NAMES, ...) stay
+    # reachable as messages.<name> (PEP 562; MicroPython has module __getattr__ too): any public
+    # name not defined here is looked up in protocol.host, and loading it is the only cost of
+    # asking. No list of those names here: it would be heap on the detector.
+    if name[:1] == "_":
+        raise AttributeError(name)
+    return getattr(_host(), name)
