@@ -8,19 +8,8 @@
 from array import array
 
 from efd import config, ntc, rms
+from efd import events as ev
 from efd.compat import MICROPYTHON, const
-from efd.events import (
-    ARC,
-    FAULT_BIAS,
-    FAULT_OPEN,
-    FAULT_OVERRANGE,
-    FAULT_SHORT,
-    N_CHANNELS,
-    PHASE0,
-    RESIDUAL,
-    TEMP0,
-    EventQueue,
-)
 from efd.faults import Faults
 from efd.ror import RateOfRise
 from efd.threshold import OFF, Thresholds
@@ -50,7 +39,7 @@ _STATUS_PRE_SHIFT = const(18)
 
 class Detector:
     def __init__(self, settings=None, capacity=32, kernel=None):
-        self.events = EventQueue(capacity)
+        self.events = ev.EventQueue(capacity)
         q = self.events
         # Inputs, filled in place by the HAL/simulator before process().
         # Window buffers at mid-scale, built from zero bytes: a list of rms.N ints would take 4x
@@ -66,10 +55,10 @@ class Detector:
         self.temp_code = array("H", [2048] * 4)
         self._temp_acc = array("i", bytes(16))  # smoothed 0.1 degC << _TEMP_SMOOTH; 0 = restart
         # Latest measurement per channel (residual mA, 0.1 degC, 0.01 A, arc count).
-        self.values = array("i", bytes(4 * N_CHANNELS))
+        self.values = array("i", bytes(4 * ev.N_CHANNELS))
         # Per-channel state: one bank (a few arrays) per kind, indexed by channel.
-        self.rules = Thresholds(N_CHANNELS, q)
-        self.faults = Faults(N_CHANNELS, q)
+        self.rules = Thresholds(ev.N_CHANNELS, q)
+        self.faults = Faults(ev.N_CHANNELS, q)
         self.rors = RateOfRise(q)  # the 4 temperature channels
         self._stats = array("i", bytes(12))
         if kernel is None:
@@ -85,7 +74,7 @@ class Detector:
         set_ma = cfg["leak_set_ma"]
         rules = self.rules
         rules.configure(
-            RESIDUAL,
+            ev.RESIDUAL,
             set_ma * LEAK_DECISION_PCT // 100,
             _pct(set_ma, cfg["leak_prealarm_pct"]),
             set_ma * cfg["leak_hyst_pct"] // 100,
@@ -96,7 +85,7 @@ class Detector:
             # Temperature decides at the set value itself: the NTC table is within 0.5 degC
             # and GB 14287.3 measures the alarm time from the point reaching the set value.
             rules.configure(
-                TEMP0 + i,
+                ev.TEMP0 + i,
                 set_dc if i < cfg["temp_channels"] else OFF,
                 _pct(set_dc, cfg["temp_prealarm_pct"]),
                 cfg["temp_hyst_c"] * 10,
@@ -105,14 +94,14 @@ class Detector:
         set_ca = cfg["line_set_a"] * 100
         for i in range(3):
             rules.configure(
-                PHASE0 + i,
+                ev.PHASE0 + i,
                 set_ca if i < cfg["phase_channels"] else OFF,
                 _pct(set_ca, cfg["line_prealarm_pct"]),
                 set_ca * cfg["line_hyst_pct"] // 100,
                 cfg["line_delay_s"] * 1000,
             )
         rules.configure(
-            ARC, _ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, _ARC_ALARM - _ARC_QUIET - 1, 0
+            ev.ARC, _ARC_ALARM if cfg["arc_enabled"] else OFF, OFF, _ARC_ALARM - _ARC_QUIET - 1, 0
         )
         self.rors.threshold = cfg["temp_ror_c_per_min"] * 10
         self.faults.delay_ms = cfg["fault_delay_s"] * 1000
@@ -121,9 +110,9 @@ class Detector:
     def process(self, now):
         """Evaluate one window of every enabled channel at time `now` (ms, 2^30-wrapping)."""
         cfg = self.cfg
-        self._ct(RESIDUAL, self.residual, cfg["res_gain_q12"], now)
+        self._ct(ev.RESIDUAL, self.residual, cfg["res_gain_q12"], now)
         for i in range(cfg["phase_channels"]):
-            self._ct(PHASE0 + i, self.phase[i], cfg["phase_gain_q12"], now)
+            self._ct(ev.PHASE0 + i, self.phase[i], cfg["phase_gain_q12"], now)
         for i in range(cfg["temp_channels"]):
             self._temp(i, now)
 
@@ -135,20 +124,20 @@ class Detector:
         mean = rms.mean_code(rms.N, st[rms.S1])
         code = 0
         if mean < self.cfg["ct_bias_lo"]:
-            code = FAULT_OPEN if mean < _RAIL_MARGIN else FAULT_BIAS
+            code = ev.FAULT_OPEN if mean < _RAIL_MARGIN else ev.FAULT_BIAS
         elif mean > self.cfg["ct_bias_hi"]:
-            code = FAULT_SHORT if mean > rms.ADC_MAX - _RAIL_MARGIN else FAULT_BIAS
+            code = ev.FAULT_SHORT if mean > rms.ADC_MAX - _RAIL_MARGIN else ev.FAULT_BIAS
         elif st[rms.CLIPPED] >= _CLIP_MIN:
-            code = FAULT_OVERRANGE
+            code = ev.FAULT_OVERRANGE
         self.faults.update(ch, code, now)
-        if code == 0 or code == FAULT_OVERRANGE:
+        if code == 0 or code == ev.FAULT_OVERRANGE:
             # Clipping makes the RMS a lower bound of the true current: still safe to alarm on.
             self.rules.update(ch, value, now)
         else:
             self.rules.suspend(ch)
 
     def _temp(self, i, now):
-        ch = TEMP0 + i
+        ch = ev.TEMP0 + i
         code = self.temp_code[i]
         fault = ntc.classify(code)
         self.faults.update(ch, fault, now)
@@ -173,14 +162,14 @@ class Detector:
 
     def arc_second(self, half_cycles, now):
         """Arc front-end pulse count for the last second (GB 14287.4 rule)."""
-        self.values[ARC] = half_cycles
-        self.rules.update(ARC, half_cycles, now)
+        self.values[ev.ARC] = half_cycles
+        self.rules.update(ev.ARC, half_cycles, now)
 
     # -- commands ---------------------------------------------------------------------------
     def reset(self, now):
         """Reset every latch whose condition is gone. True if no alarm stays latched."""
         ok = True
-        for ch in range(N_CHANNELS):
+        for ch in range(ev.N_CHANNELS):
             if not self.rules.reset(ch, now):
                 ok = False
         return ok
@@ -189,7 +178,7 @@ class Detector:
         """Bit field: latched alarm / fault / pre-alarm per channel (see _STATUS_*_SHIFT)."""
         s = 0
         rules = self.rules
-        for ch in range(N_CHANNELS):
+        for ch in range(ev.N_CHANNELS):
             if rules.latched(ch):
                 s |= 1 << (_STATUS_ALARM_SHIFT + ch)
             if self.faults.reported[ch]:
@@ -199,7 +188,7 @@ class Detector:
         return s
 
     def alarmed(self):
-        for ch in range(N_CHANNELS):
+        for ch in range(ev.N_CHANNELS):
             if self.rules.latched(ch):
                 return True
         return False

@@ -9,7 +9,7 @@
 # alarm rule, so a broken lead is never read as "no leakage" or as a huge temperature.
 from array import array
 
-from efd.events import FAULT, FAULT_CLEAR
+from efd import events as ev
 from efd.ticks import diff
 
 
@@ -32,7 +32,7 @@ class Faults:
         reported = self.reported[ch]
         if code != reported and diff(now, s[i + 1]) >= self.delay_ms:
             if code:
-                self.queue.push(FAULT, ch, code, 0, now)
+                self.queue.push(ev.FAULT, ch, code, 0, now)
             else:
-                self.queue.push(FAULT_CLEAR, ch, reported, 0, now)
+                self.queue.push(ev.FAULT_CLEAR, ch, reported, 0, now)
             self.reported[ch] = code

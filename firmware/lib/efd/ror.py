@@ -7,8 +7,8 @@
 # filters ADC noise; a pre-alarm comes at most 10 s after a minute's rise exceeds the setting.
 from array import array
 
+from efd import events as ev
 from efd.compat import const
-from efd.events import ROR, TEMP0
 from efd.ticks import diff
 
 _SLOT_MS = const(10000)
@@ -53,6 +53,6 @@ class RateOfRise:
         if rate >= self.threshold:
             if not s[b + _ON]:
                 s[b + _ON] = 1
-                self.queue.push(ROR, TEMP0 + i, rate, self.threshold, now)
+                self.queue.push(ev.ROR, ev.TEMP0 + i, rate, self.threshold, now)
         elif rate < self.threshold // 2:
             s[b + _ON] = 0  # re-armed once the rise has clearly slowed

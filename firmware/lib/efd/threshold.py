@@ -15,8 +15,8 @@
 # (on a 64-bit port each object costs a header and 16 bytes per attribute).
 from array import array
 
+from efd import events as ev
 from efd.compat import const
-from efd.events import ALARM, CLEAR, PREALARM, RESET
 from efd.ticks import diff
 
 OFF = const(0x3FFFFFFF)  # a threshold no value reaches: disables a level
@@ -69,19 +69,19 @@ class Thresholds:
             f |= _ACTIVE
             if not f & _LATCHED and diff(now, s[i + _SINCE]) >= s[i + _DELAY_MS]:
                 f |= _LATCHED
-                q.push(ALARM, ch, value, alarm_th, now)
+                q.push(ev.ALARM, ch, value, alarm_th, now)
         else:
             # Below the alarm point: a running delay is cancelled, not paused.
             f &= ~_PENDING
         pre_th = s[i + _PRE_TH]
         if value >= pre_th and not f & (_PRE | _LATCHED):
             f |= _PRE | _ACTIVE
-            q.push(PREALARM, ch, value, pre_th, now)
+            q.push(ev.PREALARM, ch, value, pre_th, now)
         if f & _ACTIVE:
             clear_th = (pre_th if pre_th < alarm_th else alarm_th) - s[i + _HYST]
             if value < clear_th:
                 f &= ~(_ACTIVE | _PRE)
-                q.push(CLEAR, ch, value, clear_th, now)
+                q.push(ev.CLEAR, ch, value, clear_th, now)
         s[i + _FLAGS] = f
 
     def suspend(self, ch):
@@ -100,7 +100,7 @@ class Thresholds:
         if f & _PENDING or value >= alarm_th - s[i + _HYST]:
             return False  # the condition is still there
         s[i + _FLAGS] = f & ~_LATCHED
-        self.queue.push(RESET, ch, value, alarm_th, now)
+        self.queue.push(ev.RESET, ch, value, alarm_th, now)
         return True
 
     def latched(self, ch):
