@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -24,7 +25,10 @@ def image(tmp_path_factory):
 
 
 def run_in(flash, image, script, heapsize="256k", env=None):
-    e = dict(os.environ, MICROPYPATH=str(image / "lib"), **(env or {}))
+    # The image's lib/ goes into the flash folder, found as "lib" like on the board and the
+    # virtual detector (module __file__ paths are interned: a long tmp path costs heap).
+    shutil.copytree(image / "lib", flash / "lib", dirs_exist_ok=True)
+    e = dict(os.environ, MICROPYPATH="lib", **(env or {}))
     return subprocess.run(
         [mpy.binary(), "-X", f"heapsize={heapsize}", "-c", script],
         cwd=flash,
