@@ -61,6 +61,7 @@ CMD_NAMES = ("", "reset", "selftest", "set_config", "time_sync", "snapshot", "re
 RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
 CHANNEL_NAMES = names.CHANNEL_NAMES
+NAME_TABLES = (CMD_NAMES, RESULT_NAMES, RESET_CAUSES, CHANNEL_NAMES)  # messages._num's numbers
 # frame.E_* codes.
 ERROR_NAMES = (
     "",

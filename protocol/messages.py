@@ -69,10 +69,11 @@ MAX_SAMPLES = const(96)  # per SNAPSHOT chunk: keeps the frame under 254 bytes
 
 
 def _num(v, table):
-    # A field the detector passes as a number; a host may pass the name from host.<table>.
+    # A field the detector passes as a number; a host may pass its name, found in
+    # host.NAME_TABLES[table] (0 commands, 1 result status, 2 reset causes, 3 channels).
     if isinstance(v, int):
         return v
-    return getattr(_host(), table).index(v)
+    return _host().NAME_TABLES[table].index(v)
 
 
 def _params(b, s, e):
@@ -183,7 +184,7 @@ def pack(t, fields, buf, o):
             fw[0],
             fw[1],
             fw[2],
-            _num(f["reset_cause"], "RESET_CAUSES"),
+            _num(f["reset_cause"], 2),
             f["boot_count"],
             f["config_hash"],
             f["host_counter"],
@@ -195,8 +196,8 @@ def pack(t, fields, buf, o):
             buf,
             o,
             f["cmd_counter"],
-            _num(f["cmd"], "CMD_NAMES"),
-            _num(f["status"], "RESULT_NAMES"),
+            _num(f["cmd"], 0),
+            _num(f["status"], 1),
             f["value"],
         )
         return o + 10
@@ -210,7 +211,7 @@ def pack(t, fields, buf, o):
             buf,
             o,
             f["snap_id"],
-            _num(f["channel"], "CHANNEL_NAMES"),
+            _num(f["channel"], 3),
             f["chunk"],
             f["chunks"],
             f["scale_exp"],
