@@ -1,17 +1,70 @@
-# Command handling for app.run.App, loaded by the first command (commands are rare; the main loop
-# never needs this code, so a detector that is never commanded never spends heap on it).
-# Functions of the App, not methods: `app` is the run.App instance.
-from app import settings
+# The detector's rare code, for app.run.App: boot (identity, settings, state, the HELLO frame),
+# command handling and persisting the state file. app.run loads this module for each such
+# occasion and drops it again (with app.settings and app.store, which only this module uses),
+# so the main loop never keeps its heap. Functions of the App, not methods: `app` is the
+# run.App instance.
+from binascii import unhexlify
+
+from app import VERSION, settings, store
+from efd import config, ticks
 from efd import events as ev
-from efd import ticks
 from efd.compat import const
 from protocol import messages as M
 
+IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
+STATE = "state.json"  # {"boots": n, "host_ctr": n}
 _SNAP_CHUNK = const(96)
+
+
+def boot(app, hal):
+    """Sets app.problems, boots, host_ctr and n. Returns (setting overrides, device id, key
+    bytes or None, HELLO fields or None): app.run builds the detector and the link from them
+    once this module is dropped."""
+    app.problems = 0  # bit 0 config file bad, bit 1 not provisioned
+    overrides, ok = settings.load()
+    if not ok:
+        app.problems |= 1
+    device = 0
+    key = None
+    obj = store.load_json(IDENTITY)
+    try:
+        dev = int(obj["device"])
+        k = unhexlify(obj["key"])
+        if 0 < dev < 0xFFFFFFFF and len(k) == 32:
+            device = dev
+            key = k
+    except (TypeError, KeyError, ValueError):
+        pass
+    if key is None:
+        app.problems |= 2
+    st = store.load_json(STATE)
+    if not isinstance(st, dict):
+        st = {}
+    app.boots = int(st.get("boots", 0)) + 1
+    app.host_ctr = int(st.get("host_ctr", 0))
+    save_state(app)
+    app.n = 0  # authenticated uplink frames this boot (counter low 16 bits)
+    hello = None
+    if device:
+        hello = {
+            "fw": VERSION,
+            "reset_cause": hal.reset_cause(),
+            "boot_count": app.boots,
+            "config_hash": settings.config_hash(config.make(overrides)),
+            "host_counter": app.host_ctr,
+        }
+    return overrides, device, key, hello
+
+
+def save_state(app):
+    store.save_json(STATE, {"boots": app.boots, "host_ctr": app.host_ctr})
 
 
 def command(app, f, counter, now):
     """-> (status, value, extra frames); status -1: the RESULT comes later."""
+    # Persist before acting (SPEC.md §7.3): a replay after a power cut stays a replay.
+    app.host_ctr = counter
+    save_state(app)
     cmd = f["cmd"]
     det = app.det
     # Fields are numbers (messages.py, the detector's view): cmd M.CMD_*, channel efd.events.
@@ -30,11 +83,11 @@ def command(app, f, counter, now):
             return 3, 0, ()
         return -1, 0, ()
     if cmd == M.CMD_SET_CONFIG:
-        new, bad = settings.validate_update(app.overrides, f["params"])
+        # The current overrides are the file's (a file that did not load counts as none).
+        new, bad = settings.validate_update(settings.load()[0], f["params"])
         if new is None:
             return 2, bad, ()
         settings.save(new)
-        app.overrides = new
         det.configure(new)
         app.problems &= ~1
         return 0, 0, (config_frame(app),)
@@ -44,7 +97,10 @@ def command(app, f, counter, now):
     if cmd == M.CMD_SNAPSHOT:
         sid = f["snap_id"]
         if sid == 0 and app.snap_id == 0:
-            app._capture(ev.RESIDUAL, 0)  # no alarm yet: the current window
+            # No alarm yet: the current window (app.run's _drain keeps an alarm's).
+            app.snap[:] = app.det.residual
+            app.snap_id = 1
+            app.snap_trig = 0
         elif sid != 0 and sid != app.snap_id:
             return 2, 0, ()
         return 0, app.snap_id, snapshot_frames(app)
@@ -81,10 +137,10 @@ def snapshot_frames(app):
     for k in range(chunks):
         lo = k * _SNAP_CHUNK
         hi = lo + _SNAP_CHUNK if lo + _SNAP_CHUNK < n else n
-        samples = []
+        samples = [0] * (hi - lo)  # sized once: no list growing in a busy heap
         for i in range(lo, hi):
             y = (s[i] - mean) * gain * 10 >> 12
-            samples.append(32767 if y > 32767 else (-32767 if y < -32767 else y))
+            samples[i - lo] = 32767 if y > 32767 else (-32767 if y < -32767 else y)
         out.append(
             app.link.enc.message(
                 M.SNAPSHOT,

@@ -24,46 +24,35 @@ from protocol.crc import crc16
 CAP = const(1024)
 _REC = const(32)
 _HDR = const(16)
+_SIZE = const(16 + 1024 * 32)  # _HDR + CAP * _REC
 _FMT = "<IIIiiBBBB"  # 24 bytes, then crc16
 _MASK32 = 0xFFFFFFFF
-PATH = "events.bin"
 
 
 class EventLog:
-    def __init__(self, path=PATH, cap=CAP):
-        self.path = path
-        self.cap = cap
-        self.buf = bytearray(_REC)
-        self.head = 0  # newest id written
-        self.acked = 0  # every id <= acked has been acknowledged
+    def __init__(self, path="events.bin"):
+        self.buf = b = bytearray(_REC)
         self._slot = 0  # ack slot to write next
-        self.f = self._open()
-        self._scan()
-
-    def _open(self):
-        size = _HDR + self.cap * _REC
         try:
-            f = open(self.path, "r+b")
+            f = open(path, "r+b")
             f.seek(0, 2)
-            if f.tell() == size:
-                return f
-            f.close()
+            ok = f.tell() == _SIZE
+            if not ok:
+                f.close()
         except OSError:
-            pass
-        # Preallocate with zeros (empty slots) in small chunks: no 32 KB buffer in RAM.
-        f = open(self.path, "wb")
-        z = bytes(256)
-        left = size
-        while left > 0:
-            n = 256 if left > 256 else left
-            f.write(z[:n] if n < 256 else z)
-            left -= n
-        f.close()
-        return open(self.path, "r+b")
-
-    def _scan(self):
-        f = self.f
-        b = self.buf
+            ok = False
+        if not ok:
+            # Preallocate with zeros (empty slots) in small chunks: no 32 KB buffer in RAM.
+            w = open(path, "wb")
+            z = bytes(256)
+            left = _SIZE
+            while left > 0:
+                n = 256 if left > 256 else left
+                w.write(z[:n] if n < 256 else z)
+                left -= n
+            w.close()
+            f = open(path, "r+b")
+        self.f = f
         f.seek(0)
         f.readinto(b)
         best = -1
@@ -72,20 +61,16 @@ class EventLog:
             if a ^ na == _MASK32 and a > best:
                 best = a
                 self._slot = 1 - s
-        self.acked = best if best > 0 else 0
-        head = 0
-        for i in range(self.cap):
+        head = 0  # newest id written
+        for i in range(CAP):
             f.seek(_HDR + i * _REC)
             f.readinto(b)
-            if self._valid(b) and struct.unpack_from("<I", b, 0)[0] > head:
-                head = struct.unpack_from("<I", b, 0)[0]
+            rid = struct.unpack_from("<I", b, 0)[0]
+            if rid > head and crc16(b, 0, 24) == (b[24] | (b[25] << 8)):
+                head = rid
         self.head = head
-        if self.acked > head:
-            self.acked = head
-
-    def _valid(self, b):
-        rid = struct.unpack_from("<I", b, 0)[0]
-        return rid != 0 and crc16(b, 0, 24) == (b[24] | (b[25] << 8))
+        best = best if best > 0 else 0
+        self.acked = best if best < head else head  # every id <= acked has been acknowledged
 
     def append(self, t, counter, seq, kind, channel, value, threshold):
         """Persist one event; returns its id."""
@@ -96,7 +81,7 @@ class EventLog:
         b[24] = c & 0xFF
         b[25] = c >> 8
         f = self.f
-        f.seek(_HDR + (rid % self.cap) * _REC)
+        f.seek(_HDR + (rid % CAP) * _REC)
         f.write(b)
         f.flush()
         self.head = rid
@@ -107,25 +92,19 @@ class EventLog:
         if self.head <= self.acked:
             return 0
         lo = self.acked + 1
-        if self.head - lo >= self.cap:
-            lo = self.head - self.cap + 1
+        if self.head - lo >= CAP:
+            lo = self.head - CAP + 1
         return lo
-
-    def pending(self):
-        lo = self.first_pending()
-        return 0 if lo == 0 else self.head - lo + 1
 
     def read(self, rid):
         """(t, counter, seq, kind, channel, value, threshold) of event rid, or None if its slot
         no longer holds it (overwritten or torn)."""
         b = self.buf
         f = self.f
-        f.seek(_HDR + (rid % self.cap) * _REC)
+        f.seek(_HDR + (rid % CAP) * _REC)
         f.readinto(b)
-        if not self._valid(b):
-            return None
         r = struct.unpack_from(_FMT, b, 0)
-        if r[0] != rid:
+        if r[0] != rid or crc16(b, 0, 24) != (b[24] | (b[25] << 8)):
             return None
         return (r[1], r[2], r[5], r[6], r[7], r[3], r[4])
 
@@ -141,6 +120,3 @@ class EventLog:
         f.flush()
         self._slot = 1 - self._slot
         self.acked = rid
-
-    def close(self):
-        self.f.close()

@@ -20,42 +20,25 @@ from efd import ntc, rms, ticks
 from efd.compat import const
 
 _SINE_SCALE = const(10000)
-_EPOCH_UNIX = 1577836800
+_WINDOW_MS = const(100)
+_EPOCH_UNIX = const(1577836800)
 
 
-def temp_code(deci_c):
-    """ADC code whose efd.ntc reading is closest to deci_c (0.1 degC): binary search, since the
-    low-side NTC reading falls as the code rises."""
-    lo = 1
-    hi = rms.ADC_MAX - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ntc.to_decic(mid) > deci_c:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-class NullLink:
-    def read(self, buf):
-        return 0
-
-    def write(self, data):
-        pass
-
-    def busy(self):
-        return False
+def _nothing(*args):
+    return 0
 
 
 class SimHal:
     polled = False  # point-to-point: the detector may send unprompted (SPEC.md §9)
+    # Without a link the HAL is its own: nothing comes in, what goes out is dropped.
+    read = write = busy = _nothing
+    btn = 0  # a press from the control channel: 1 short, 2 long; read once by button()
+    hang = False  # `hang` control message: stop feeding the watchdog (see wdt_feed)
 
     def __init__(self, clock=None, feed=None, link=None):
         env = os.getenv
         self.sim_clock = (clock or env("EFD_CLOCK") or "real") == "sim"
         self.t = 0
-        self.window_ms = 100
         self.next_at = time.ticks_ms() & ticks.MASK
         # The link, control channel, watchdog client and feed reader are app/sim_io.py's,
         # imported only when one of them is asked for (see there).
@@ -68,7 +51,7 @@ class SimHal:
             a, b = lk.split(":")
             self.link = sim_io.UdpLink(int(a), int(b))
         else:
-            self.link = NullLink()
+            self.link = self
         ctl = env("EFD_CTL")
         wdt = env("EFD_WDT")
         self.ctl = None
@@ -80,9 +63,7 @@ class SimHal:
                 self.ctl = sim_io.Control(int(ctl))
             if wdt:
                 self.wdt = sim_io.Watchdog(int(wdt))
-        self.cause = int(env("EFD_RESET_CAUSE") or "1")
-        self.rtc_base = -1  # wire time at rtc_ticks; -1 = clock not set
-        self.rtc_ticks = 0
+        self.rtc = None  # (wire time, ticks_ms then) once set; None = clock not set
         if env("EFD_RTC") == "host":
             self.set_time(time.time() - _EPOCH_UNIX)
         # Built-in generator levels: natural leakage 50 mA, 10 A per phase, 25 degC.
@@ -99,9 +80,7 @@ class SimHal:
             self.sine[i] = int(_SINE_SCALE * math.sin(2 * math.pi * i / rms.SAMPLES_PER_CYCLE))
         self.feed = None  # sim_io.Feed while a feed file plays
         self.arc_acc = 0
-        self.btn = 0
         self.leds = -1
-        self.hang = False
         path = feed or env("EFD_FEED")
         if path:
             from app import sim_io
@@ -116,13 +95,13 @@ class SimHal:
         return time.ticks_ms() & ticks.MASK
 
     def time(self):
-        if self.rtc_base < 0:
+        r = self.rtc
+        if r is None:
             return 0
-        return self.rtc_base + ticks.diff(self.ticks_ms(), self.rtc_ticks) // 1000
+        return r[0] + ticks.diff(self.ticks_ms(), r[1]) // 1000
 
     def set_time(self, t):
-        self.rtc_base = int(t)
-        self.rtc_ticks = self.ticks_ms()
+        self.rtc = (int(t), self.ticks_ms())
 
     # -- sensors ---------------------------------------------------------------------------------
     def sample(self, det):
@@ -131,9 +110,30 @@ class SimHal:
         if self.feed is not None:
             self.feed.read(self, det)
         elif self.dirty:
-            self._generate(det)
+            # The built-in generator: clean sines at the set levels, NTC codes for the set
+            # temperatures; computed again only when a level changes.
+            gain = det.cfg["res_gain_q12"]
+            self._add_sine(det.residual, self.res_ma, gain, rms.MID)
+            if self.test_ma:
+                self._add_sine(det.residual, self.test_ma, gain)
+            pg = det.cfg["phase_gain_q12"]
+            for i in range(3):
+                self._add_sine(det.phase[i], self.phase_ca[i], pg, rms.MID)  # 0.01 A, as the core
+            for i in range(4):
+                # The ADC code whose efd.ntc reading is closest to the set 0.1 degC: a binary
+                # search, since the low-side NTC reading falls as the code rises.
+                lo = 1
+                hi = rms.ADC_MAX - 1
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ntc.to_decic(mid) > self.temp_dc[i]:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                det.temp_code[i] = lo
+            self.dirty = False
         if self.sim_clock:
-            self.t = ticks.add(self.t, self.window_ms)
+            self.t = ticks.add(self.t, _WINDOW_MS)
             self.arc_acc += self.arc_per_s  # per-second rate, counted out in arc_count()
             return
         # Real clock: one window per 100 ms, like the board's burst. Late windows are not
@@ -142,35 +142,20 @@ class SimHal:
         wait = ticks.diff(self.next_at, now)
         if wait > 0:
             time.sleep_ms(wait)
-            self.next_at = ticks.add(self.next_at, self.window_ms)
+            self.next_at = ticks.add(self.next_at, _WINDOW_MS)
         else:
-            self.next_at = ticks.add(now, self.window_ms)
+            self.next_at = ticks.add(now, _WINDOW_MS)
         self.arc_acc += self.arc_per_s
 
-    def _generate(self, det):
-        gain = det.cfg["res_gain_q12"]
-        self._fill(det.residual, self.res_ma, gain)
-        if self.test_ma:
-            self._add_sine(det.residual, self.test_ma, gain)
-        pg = det.cfg["phase_gain_q12"]
-        for i in range(3):
-            self._fill(det.phase[i], self.phase_ca[i], pg)  # 0.01 A, like the core's values
-        for i in range(4):
-            det.temp_code[i] = temp_code(self.temp_dc[i])
-        self.dirty = False
-
-    def _fill(self, buf, rms_units, gain_q12):
-        for i in range(len(buf)):
-            buf[i] = rms.MID
-        self._add_sine(buf, rms_units, gain_q12)
-
-    def _add_sine(self, buf, rms_units, gain_q12):
+    def _add_sine(self, buf, rms_units, gain_q12, base=-1):
+        """Add a sine of rms_units (in the gain's units) to buf, or with base >= 0 write
+        base + the sine over it."""
         # Peak in ADC counts = rms * sqrt(2) / (units per count); 14142/10000 = sqrt(2).
         peak = rms_units * 14142 * 4096 // (gain_q12 * 10000)
         s = self.sine
         k = len(s)
         for i in range(len(buf)):
-            v = buf[i] + peak * s[i % k] // _SINE_SCALE
+            v = (buf[i] if base < 0 else base) + peak * s[i % k] // _SINE_SCALE
             buf[i] = 0 if v < 0 else (rms.ADC_MAX if v > rms.ADC_MAX else v)
 
     def arc_count(self):
@@ -196,7 +181,8 @@ class SimHal:
 
     def button(self):
         b = self.btn
-        self.btn = 0
+        if b:
+            self.btn = 0
         return b
 
     # -- watchdog and resets -------------------------------------------------------------------
@@ -211,13 +197,13 @@ class SimHal:
             self.wdt.send(b"X")
 
     def reset_cause(self):
-        return self.cause
+        return int(os.getenv("EFD_RESET_CAUSE") or "1")
 
     def reboot(self):
         # The unix process must end for the supervisor to boot it again, but a SystemExit out
         # of main.py would only drop `micropython -i` into its REPL: so ask the supervisor
         # (its watchdog channel) to restart us, as a soft reset.
-        print("[sim] reboot")
+        print("[sim]", "reboot")
         if self.wdt is not None:
             self.wdt.send(b"R")
             while True:

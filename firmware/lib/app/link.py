@@ -7,10 +7,14 @@
 # the detector persists the host counter before acting on a command and answers nothing to
 # no_tag/bad_tag/replay; §8 one event in flight, byte-identical retransmission, 2 s doubling
 # to 60 s; §9 polled mode for RS-485: transmit only in answer to a frame for us, one frame each.
+from array import array
+
+from efd import events as ev
 from efd import ticks
 from efd.compat import const
 from protocol import frame as fr
 from protocol import messages as M
+from protocol.auth import Key
 from protocol.session import DETECTOR_REQUIRES, Peer
 from protocol.stream import StreamDecoder
 
@@ -21,19 +25,18 @@ _RX = const(64)
 
 
 class Link:
-    def __init__(self, io, device, key, log, counter, host_counter, save_host_counter, polled):
-        self.io = io
-        self.log = log
-        self.enc = fr.Encoder(device, key, counter)
+    def __init__(self, app, device, key):
+        # app: run.App (hal, log, det, test, host_ctr, next_counter(), command(); see there).
+        # key: the device key (32 bytes), None when not provisioned.
+        self.app = app
+        self.io = app.hal.link
         self.peer = None
         if key is not None:
-            self.peer = Peer(key, host_counter, DETECTOR_REQUIRES, uplink=False)
-        self.device = device
-        self.save_host_counter = save_host_counter
-        self.polled = polled
+            key = Key(key)
+            self.peer = Peer(key, app.host_ctr, DETECTOR_REQUIRES, uplink=False)
+        self.enc = fr.Encoder(device, key, app.next_counter)
         self.dec = StreamDecoder(uplink=False)  # downlink types only: see _frame
         self.rx = bytearray(_RX)
-        self.rxv = memoryview(self.rx)
         self.outbox = []  # owed frames (bytes): RESULT, CONFIG, SNAPSHOT, HELLO; sent first
         self.inflight = 0  # event id on the wire, 0 = none
         self.inflight_seq = 0
@@ -42,41 +45,35 @@ class Link:
         self.retx_at = 0
         self.retx_ms = _RETX_FIRST_MS
         self.tele_at = 0
-        self.last_result = None  # (counter, bytes) for duplicate commands
-        self.handler = None  # app: command(fields, counter, now) -> (status, value, extra)
-        self.telemetry = None  # app: telemetry(now) -> wire length in enc.wire
-        self.stats = [0, 0, 0]  # frames in, rejected, events delivered
+        self.last_result = None  # the last RESULT (bytes): answers a duplicate command
+        self.temps = array("h", bytes(8))  # TELEMETRY's readings, see telemetry()
+        self.lines = array("H", bytes(6))
 
     # -- receive -----------------------------------------------------------------------------
     def poll(self, now):
+        io = self.io
+        rx = self.rx
         grants = 0
-        n = self.io.read(self.rx)
+        n = io.read(rx)
         while n:
-            for f in self.dec.feed(self.rxv[:n]):
+            for f in self.dec.feed(memoryview(rx)[:n]):
                 if self._frame(f, now):
                     grants += 1
-            n = self.io.read(self.rx)
-        if self.polled:
-            while grants and not self.io.busy():
+            n = io.read(rx)
+        if self.app.hal.polled:
+            while grants and not io.busy():
                 if not self._send_one(now, True):
                     break
                 grants -= 1
-        elif not self.io.busy():
+        elif not io.busy():
             self._send_one(now, False)
 
     def _frame(self, f, now):
         """Handle one decoded frame; True if it grants us the bus (addressed to us)."""
-        if f.device != self.device:
+        # Frames for other detectors, and uplink frames (the decoder leaves their payloads
+        # undecoded: E_DIRECTION), are ignored.
+        if f.device != self.enc.device or not f.ok:
             return False
-        if not f.ok:
-            # The decoder leaves uplink payloads undecoded (E_DIRECTION with the header):
-            # counted as the Peer's direction check below would count them.
-            if f.code == fr.E_DIRECTION:
-                self.stats[0] += 1
-                if self.peer is not None:
-                    self.stats[1] += 1
-            return False
-        self.stats[0] += 1
         if self.peer is None:  # not provisioned: no key, so no command or ACK can be trusted
             return f.type == M.POLL
         err = self.peer.check(f)
@@ -84,16 +81,14 @@ class Link:
         if err is not None:
             if err.code != fr.E_DUPLICATE:
                 # SPEC.md §7.3: no answer to no_tag, bad_tag or replay: no oracle, no bus time.
-                self.stats[1] += 1
                 return False
             if t == M.COMMAND and self.last_result is not None:
                 self.outbox.append(self.last_result)
             return True
         if t == M.COMMAND:
-            # Persist before acting (SPEC.md §7.3): a replay after a power cut stays a replay.
-            self.save_host_counter(f.counter)
             fields = f.fields
-            status, value, extra = self.handler(fields, f.counter, now)
+            # The app persists the host counter before it acts (SPEC.md §7.3).
+            status, value, extra = self.app.command(fields, f.counter, now)
             cmd = fields["cmd"]  # a number: the link decodes the detector's view (uplink=False)
             self.last_result = None
             if status >= 0:  # < 0: the app answers later (self-test) with send_result()
@@ -108,11 +103,10 @@ class Link:
                 and a["ack_seq"] == self.inflight_seq
                 and a["ack_crc"] == self.inflight_crc
             ):
-                self.log.ack(self.inflight)
+                self.app.log.ack(self.inflight)
                 self.inflight = 0
                 self.inflight_wire = None
                 self.retx_ms = _RETX_FIRST_MS
-                self.stats[2] += 1
         if t == M.POLL:
             self.tele_at = now  # a POLL asks for the latest telemetry now
         # Any authentic frame (or a POLL) means the host is back: retransmit without waiting.
@@ -123,47 +117,36 @@ class Link:
     def send_result(self, counter, cmd, status, value):
         res = self.enc.message(
             M.RESULT,
-            self.time(),
+            self.app.hal.time(),
             {"cmd_counter": counter, "cmd": cmd, "status": status, "value": value},
             auth=True,
         )
         self.last_result = res
         self.outbox.append(res)
 
-    hello = False
-    time = None  # app installs: () -> wire time
-
     # -- transmit ------------------------------------------------------------------------------
-    def _load(self):
-        """Put the oldest pending event on the wire (encoded once, resent byte-identical)."""
-        log = self.log
-        rid = log.first_pending()
-        while rid and rid <= log.head:
-            r = log.read(rid)
-            if r is not None:
-                t, counter, seq, kind, ch, value, thr = r
-                n = self.enc.event(t, kind, ch, value, thr, True, seq, counter)
-                self.inflight_wire = bytes(self.enc.view(n))
-                # The ACK names the frame's CRC: the encoder keeps the last one it computed.
-                self.inflight_crc = self.enc.crc
-                self.inflight = rid
-                self.inflight_seq = seq
-                return True
-            log.ack(rid)  # torn or overwritten record: nothing left to send for this id
-            rid += 1
-        return False
-
     def _send_one(self, now, polled):
         io = self.io
         if self.outbox:
             io.write(self.outbox.pop(0))
             return True
-        if self.hello:
-            self.hello = False
-            io.write(self.hello_frame())
-            return True
         if not self.inflight:
-            self._load()
+            # Put the oldest pending event on the wire (encoded once, resent byte-identical).
+            log = self.app.log
+            rid = log.first_pending()
+            while rid and rid <= log.head:
+                r = log.read(rid)
+                if r is not None:
+                    t, counter, seq, kind, ch, value, thr = r
+                    n = self.enc.event(t, kind, ch, value, thr, True, seq, counter)
+                    self.inflight_wire = bytes(self.enc.view(n))
+                    # The ACK names the frame's CRC: the encoder keeps the last one it computed.
+                    self.inflight_crc = self.enc.crc
+                    self.inflight = rid
+                    self.inflight_seq = seq
+                    break
+                log.ack(rid)  # torn or overwritten record: nothing left to send for this id
+                rid += 1
         if self.inflight and (polled or ticks.diff(now, self.retx_at) >= 0):
             io.write(self.inflight_wire)
             if not polled:
@@ -173,9 +156,39 @@ class Link:
             return True
         if polled or ticks.diff(now, self.tele_at) >= 0:
             self.tele_at = ticks.add(now, _TELEMETRY_MS)
-            n = self.telemetry(now)
-            io.write(self.enc.view(n))
+            io.write(self.enc.view(self.telemetry()))
             return True
         return False
 
-    hello_frame = None  # app installs: () -> bytes
+    def telemetry(self):
+        """Encode the periodic TELEMETRY frame; its length in enc.wire."""
+        app = self.app
+        det = app.det
+        v = det.values
+        cfg = det.cfg
+        reported = det.faults.reported
+        st = det.status()
+        status = st & 0x1FF
+        if st >> 18:
+            status |= M.ST_PREALARM
+        if st >> 9 & 0x1FF:
+            status |= M.ST_FAULT
+        if app.test is not None:
+            status |= M.ST_SELFTEST
+        t = app.hal.time()
+        if t == 0:
+            status |= M.ST_CLOCK_UNSET
+        if app.log.first_pending():
+            status |= M.ST_PENDING
+        res = v[ev.RESIDUAL]
+        if reported[ev.RESIDUAL] or res > 0xFFFE:
+            res = M.NA_U16
+        for i in range(4):
+            ch = ev.TEMP0 + i
+            ok = i < cfg["temp_channels"] and not reported[ch]
+            self.temps[i] = v[ch] if ok else M.NA_I16
+        for i in range(3):
+            ch = ev.PHASE0 + i
+            ok = i < cfg["phase_channels"] and not reported[ch] and v[ch] <= 0xFFFE
+            self.lines[i] = v[ch] if ok else M.NA_U16
+        return self.enc.telemetry(t, res, self.temps, self.lines, status)
