@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests import mpy
+from tests.firmware import workload
 from tools import fwbuild
 
 pytestmark = pytest.mark.micropython
@@ -136,45 +137,29 @@ for i in range(3):
     assert r.stdout.strip() == "2"
 
 
-HOUR = """
-import gc, micropython
-from app.hal_sim import SimHal
-from app import run
-hal = SimHal(clock="sim")
-app = run.App(hal)
-peak = 0
-for minute in range(60):
-    # Leakage comes and goes every few minutes: alarms, events into the log, resets.
-    hal.res_ma = 400 if minute % 7 == 3 else 50
-    hal.dirty = True
-    for _ in range(10):
-        app.run(60)
-        a = gc.mem_alloc()
-        if a > peak:
-            peak = a
-    if minute % 7 == 5:
-        app.det.reset(hal.ticks_ms())
-gc.collect()
-print(app.windows, app.log.head, app.errors, peak, gc.mem_alloc())
-"""
-
-
-def run_hour(flash, image, heapsize):
-    """The HOUR script in a heap of `heapsize`; asserts the firmware did its whole job there.
-    errors == 0 matters: the main loop survives a MemoryError inside the link (it counts it
-    and goes on), so a heap that is too small can still exit 0."""
-    (flash / "identity.json").write_text(json.dumps({"device": 7, "key": "00" * 32}))
-    r = run_in(flash, image, HOUR, heapsize=heapsize)
-    assert r.returncode == 0, r.stdout + r.stderr
-    windows, events, errors, _peak, end = (int(x) for x in r.stdout.split()[-5:])
-    assert windows == 36000 and events >= 10 and errors == 0, r.stdout
-    return end
-
-
-def test_firmware_runs_a_simulated_hour_in_a_small_heap(tmp_path, image):
-    assert run_hour(tmp_path, image, "128k") < 128 * 1024
+def hour(tmp_path, image, heapsize, commands=False):
+    """The simulated hour (tests/firmware/workload.py) in a heap of `heapsize`: it must do its
+    whole job there (36000 windows, no error counted, every command accepted)."""
+    workload.prepare(tmp_path, image)
+    res = workload.run(tmp_path, heapsize, commands)
+    assert res is not None, f"the firmware did not complete the hour in {heapsize}"
+    assert res["events"] >= 10 and res["frames_sent"] > 360  # telemetry every 10 s at least
+    return res
 
 
 def test_firmware_hour_in_64k(tmp_path, image):
-    # -X heapsize=64k: "limits the heap like a small board" (the issue's memory target).
-    run_hour(tmp_path, image, "64k")
+    # -X heapsize=64k "limits the heap like a small board" (the issue's memory target): the
+    # main loop with alarms, the flash event log, resets and the link's frames.
+    hour(tmp_path, image, "64k")
+
+
+def test_firmware_hour_with_every_command(tmp_path, image):
+    # Each command loads the command code for the occasion (app.run._rare): today that needs
+    # up to 66 KB on x64 (docs/firmware.md, Memory budget). 72k guards against growth.
+    res = hour(tmp_path, image, "72k", commands=True)
+    assert res["end"] < 64 * 1024  # and the code is dropped again afterwards
+
+
+@pytest.mark.xfail(strict=True, reason="commands need 66 KB on x64 (docs/firmware.md)")
+def test_firmware_hour_with_every_command_in_64k(tmp_path, image):
+    hour(tmp_path, image, "64k", commands=True)

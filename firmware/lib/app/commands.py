@@ -1,59 +1,16 @@
-# The detector's rare code, for app.run.App: boot (identity, settings, state, the HELLO frame),
-# command handling and persisting the state file. app.run loads this module for each such
-# occasion and drops it again (with app.settings and app.store, which only this module uses),
-# so the main loop never keeps its heap. Functions of the App, not methods: `app` is the
+# Command handling and persisting the state file, for app.run.App. app.run loads this module
+# for each command (and a counter wrap) and drops it again (with app.settings and app.store),
+# so the main loop never keeps its heap; settings.py is loaded only by the commands that read
+# or change settings. Boot is app/boot.py. Functions of the App, not methods: `app` is the
 # run.App instance.
-from binascii import unhexlify
-
-from app import VERSION, settings, store
-from efd import config, ticks
+from app import store
 from efd import events as ev
+from efd import ticks
 from efd.compat import const
 from protocol import messages as M
 
-IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
 STATE = "state.json"  # {"boots": n, "host_ctr": n}
 _SNAP_CHUNK = const(96)
-
-
-def boot(app, hal):
-    """Sets app.problems, boots, host_ctr and n. Returns (setting overrides, device id, key
-    bytes or None, HELLO fields or None): app.run builds the detector and the link from them
-    once this module is dropped."""
-    app.problems = 0  # bit 0 config file bad, bit 1 not provisioned
-    overrides, ok = settings.load()
-    if not ok:
-        app.problems |= 1
-    device = 0
-    key = None
-    obj = store.load_json(IDENTITY)
-    try:
-        dev = int(obj["device"])
-        k = unhexlify(obj["key"])
-        if 0 < dev < 0xFFFFFFFF and len(k) == 32:
-            device = dev
-            key = k
-    except (TypeError, KeyError, ValueError):
-        pass
-    if key is None:
-        app.problems |= 2
-    st = store.load_json(STATE)
-    if not isinstance(st, dict):
-        st = {}
-    app.boots = int(st.get("boots", 0)) + 1
-    app.host_ctr = int(st.get("host_ctr", 0))
-    save_state(app)
-    app.n = 0  # authenticated uplink frames this boot (counter low 16 bits)
-    hello = None
-    if device:
-        hello = {
-            "fw": VERSION,
-            "reset_cause": hal.reset_cause(),
-            "boot_count": app.boots,
-            "config_hash": settings.config_hash(config.make(overrides)),
-            "host_counter": app.host_ctr,
-        }
-    return overrides, device, key, hello
 
 
 def save_state(app):
@@ -83,6 +40,8 @@ def command(app, f, counter, now):
             return 3, 0, ()
         return -1, 0, ()
     if cmd == M.CMD_SET_CONFIG:
+        from app import settings
+
         # The current overrides are the file's (a file that did not load counts as none).
         new, bad = settings.validate_update(settings.load()[0], f["params"])
         if new is None:
@@ -113,6 +72,8 @@ def command(app, f, counter, now):
 
 
 def config_frame(app):
+    from app import settings
+
     cfg = app.det.cfg
     return app.link.enc.message(
         M.CONFIG,

@@ -26,17 +26,16 @@ from protocol.auth import make_counter
 _SELFTEST_MARGIN_MS = const(3000)  # alarm delay + this without an alarm = self-test failed
 
 
-def _rare(name, *args):
-    """app.commands.<name>(*args), with the module loaded for this call only."""
+def _rare(module, name, *args):
+    """app.<module>.<name>(*args), with the module loaded for this call only."""
     try:
-        from app import commands
-
-        return getattr(commands, name)(*args)
+        __import__("app." + module)
+        return getattr(sys.modules["app." + module], name)(*args)
     finally:
         # Forget the modules (and the package's references to them): their code is freed by
         # the next collection and loaded again the next time.
         pkg = sys.modules["app"].__dict__
-        for m in ("commands", "settings", "store"):
+        for m in ("boot", "commands", "settings", "store"):
             sys.modules.pop("app." + m, None)
             pkg.pop(m, None)
 
@@ -47,7 +46,7 @@ class App:
         # Identity, settings and state files: sets problems (bit 0 config file bad, bit 1 not
         # provisioned), boots, host_ctr and n. The detector, log and link are allocated once
         # that code is dropped again: a lower peak at boot, and no holes between them.
-        overrides, device, key, hello = _rare("boot", self, hal)
+        overrides, device, key, hello = _rare("boot", "boot", self, hal)
         self.det = Detector(overrides)
         self.log = EventLog()
         self.link = link = Link(self, device, key)
@@ -67,7 +66,7 @@ class App:
         self.n += 1
         if self.n > 0xFFFF:
             self.boots += 1
-            _rare("save_state", self)
+            _rare("commands", "save_state", self)
             self.n = 1
         return make_counter(self.boots, self.n)
 
@@ -172,7 +171,7 @@ class App:
     def command(self, f, counter, now):
         """-> (status, value, extra frames); status -1: the RESULT comes later. Persists the
         host counter first (SPEC.md §7.3)."""
-        return _rare("command", self, f, counter, now)
+        return _rare("commands", "command", self, f, counter, now)
 
 
 def main(hal):

@@ -1,0 +1,49 @@
+# Boot, for app.run.App: identity, settings and state files, and the HELLO frame's fields.
+# app.run loads this module once, before it allocates the detector, the log and the link, and
+# drops it again (with what it imported), so none of this code stays on the heap.
+from binascii import unhexlify
+
+from app import VERSION, commands, settings, store
+from efd import config
+
+IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
+
+
+def boot(app, hal):
+    """Sets app.problems, boots, host_ctr and n. Returns (setting overrides, device id, key
+    bytes or None, HELLO fields or None): app.run builds the detector and the link from them
+    once this module is dropped."""
+    app.problems = 0  # bit 0 config file bad, bit 1 not provisioned
+    overrides, ok = settings.load()
+    if not ok:
+        app.problems |= 1
+    device = 0
+    key = None
+    obj = store.load_json(IDENTITY)
+    try:
+        dev = int(obj["device"])
+        k = unhexlify(obj["key"])
+        if 0 < dev < 0xFFFFFFFF and len(k) == 32:
+            device = dev
+            key = k
+    except (TypeError, KeyError, ValueError):
+        pass
+    if key is None:
+        app.problems |= 2
+    st = store.load_json(commands.STATE)
+    if not isinstance(st, dict):
+        st = {}
+    app.boots = int(st.get("boots", 0)) + 1
+    app.host_ctr = int(st.get("host_ctr", 0))
+    commands.save_state(app)
+    app.n = 0  # authenticated uplink frames this boot (counter low 16 bits)
+    hello = None
+    if device:
+        hello = {
+            "fw": VERSION,
+            "reset_cause": hal.reset_cause(),
+            "boot_count": app.boots,
+            "config_hash": settings.config_hash(config.make(overrides)),
+            "host_counter": app.host_ctr,
+        }
+    return overrides, device, key, hello
