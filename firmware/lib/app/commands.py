@@ -3,6 +3,8 @@
 # so the main loop never keeps its heap; settings.py is loaded only by the commands that read
 # or change settings. Boot is app/boot.py. Functions of the App, not methods: `app` is the
 # run.App instance.
+from array import array
+
 from app import store
 from efd import events as ev
 from efd import ticks
@@ -98,7 +100,7 @@ def snapshot_frames(app):
     for k in range(chunks):
         lo = k * _SNAP_CHUNK
         hi = lo + _SNAP_CHUNK if lo + _SNAP_CHUNK < n else n
-        samples = [0] * (hi - lo)  # sized once: no list growing in a busy heap
+        samples = array("h", bytes(2 * (hi - lo)))  # 2 bytes a sample, not an 8-byte list slot
         for i in range(lo, hi):
             y = (s[i] - mean) * gain * 10 >> 12
             samples[i - lo] = 32767 if y > 32767 else (-32767 if y < -32767 else y)
