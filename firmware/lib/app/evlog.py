@@ -24,7 +24,7 @@ from protocol.crc import crc16
 CAP = const(1024)
 _REC = const(32)
 _HDR = const(16)
-_SIZE = const(16 + 1024 * 32)  # _HDR + CAP * _REC
+_SIZE = const(_HDR + CAP * _REC)  # the file: header, then CAP records
 _FMT = "<IIIiiBBBB"  # 24 bytes, then crc16
 _MASK32 = 0xFFFFFFFF
 
