@@ -3,7 +3,7 @@
 # drops it again (with what it imported), so none of this code stays on the heap.
 from binascii import unhexlify
 
-from app import VERSION, commands, settings, store
+from app import VERSION, settings, store
 from efd import config
 
 IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
@@ -30,12 +30,12 @@ def boot(app, hal):
         pass
     if key is None:
         app.problems |= 2
-    st = store.load_json(commands.STATE)
+    st = store.load_json(store.STATE)
     if not isinstance(st, dict):
         st = {}
     app.boots = int(st.get("boots", 0)) + 1
     app.host_ctr = int(st.get("host_ctr", 0))
-    commands.save_state(app)
+    store.save_state(app)
     app.n = 0  # authenticated uplink frames this boot (counter low 16 bits)
     hello = None
     if device:

@@ -1,5 +1,5 @@
-# Command handling and persisting the state file, for app.run.App. app.run loads this module
-# for each command (and a counter wrap) and drops it again (with app.settings and app.store),
+# Command handling, for app.run.App. app.run loads this module for each command and drops it
+# again (with app.settings and app.store),
 # so the main loop never keeps its heap; settings.py is loaded only by the commands that read
 # or change settings. Boot is app/boot.py. Functions of the App, not methods: `app` is the
 # run.App instance.
@@ -11,19 +11,14 @@ from efd import ticks
 from efd.compat import const
 from protocol import messages as M
 
-STATE = "state.json"  # {"boots": n, "host_ctr": n}
 _SNAP_CHUNK = const(96)
-
-
-def save_state(app):
-    store.save_json(STATE, {"boots": app.boots, "host_ctr": app.host_ctr})
 
 
 def command(app, f, counter, now):
     """-> (status, value, extra frames); status -1: the RESULT comes later."""
     # Persist before acting (SPEC.md §7.3): a replay after a power cut stays a replay.
     app.host_ctr = counter
-    save_state(app)
+    store.save_state(app)
     cmd = f["cmd"]
     det = app.det
     # Fields are numbers (messages.py, the detector's view): cmd M.CMD_*, channel efd.events.
@@ -42,7 +37,7 @@ def command(app, f, counter, now):
             return 3, 0, ()
         return -1, 0, ()
     if cmd == M.CMD_SET_CONFIG:
-        from app import settings
+        from app import settings  # the settings commands load it (and efd.config) for themselves
 
         # The current overrides are the file's (a file that did not load counts as none).
         new, bad = settings.validate_update(settings.load()[0], f["params"])
@@ -51,7 +46,7 @@ def command(app, f, counter, now):
         settings.save(new)
         det.configure(new)
         app.problems &= ~1
-        return 0, 0, (config_frame(app),)
+        return 0, 0, (settings.config_frame(app),)
     if cmd == M.CMD_TIME_SYNC:
         app.hal.set_time(f["set_time"])
         return 0, 0, ()
@@ -69,20 +64,10 @@ def command(app, f, counter, now):
         app.reboot_at = ticks.add(now, 300)
         return 0, 0, ()
     if cmd == M.CMD_GET_CONFIG:
-        return 0, 0, (config_frame(app),)
+        from app import settings
+
+        return 0, 0, (settings.config_frame(app),)
     return 1, 0, ()
-
-
-def config_frame(app):
-    from app import settings
-
-    cfg = app.det.cfg
-    return app.link.enc.message(
-        M.CONFIG,
-        app.hal.time(),
-        {"config_hash": settings.config_hash(cfg), "params": settings.params(cfg)},
-        auth=True,
-    )
 
 
 def snapshot_frames(app):

@@ -14,12 +14,9 @@ import gc
 import sys
 from array import array
 
-from app.evlog import EventLog
-from app.link import Link
 from efd import events as ev
 from efd import ticks
 from efd.compat import const
-from efd.detector import Detector
 from protocol import messages as M
 from protocol.auth import make_counter
 
@@ -32,12 +29,18 @@ def _rare(module, name, *args):
         __import__("app." + module)
         return getattr(sys.modules["app." + module], name)(*args)
     finally:
-        # Forget the modules (and the package's references to them): their code is freed by
-        # the next collection and loaded again the next time.
-        pkg = sys.modules["app"].__dict__
-        for m in ("boot", "commands", "settings", "store"):
-            sys.modules.pop("app." + m, None)
-            pkg.pop(m, None)
+        _drop()
+
+
+def _drop():
+    # Forget the modules only boot and commands use (and their packages' references to them):
+    # their code is freed by the next collection and loaded again the next time. efd.config
+    # is one of them: the detector validates settings only at boot and by command.
+    for pkg, names in (("app", ("boot", "commands", "settings", "store")), ("efd", ("config",))):
+        d = sys.modules[pkg].__dict__
+        for m in names:
+            sys.modules.pop(pkg + "." + m, None)
+            d.pop(m, None)
 
 
 class App:
@@ -47,7 +50,14 @@ class App:
         # provisioned), boots, host_ctr and n. The detector, log and link are allocated once
         # that code is dropped again: a lower peak at boot, and no holes between them.
         overrides, device, key, hello = _rare("boot", "boot", self, hal)
+        # Imported only now, after the boot code is dropped: the boot's peak holds the boot
+        # code or the detector's, never both (docs/firmware.md, Memory budget).
+        from app.evlog import EventLog
+        from app.link import Link
+        from efd.detector import Detector
+
         self.det = Detector(overrides)
+        _drop()  # efd.config again: the detector has its settings
         self.log = EventLog()
         self.link = link = Link(self, device, key)
         if hello is not None:
@@ -66,7 +76,7 @@ class App:
         self.n += 1
         if self.n > 0xFFFF:
             self.boots += 1
-            _rare("commands", "save_state", self)
+            _rare("store", "save_state", self)
             self.n = 1
         return make_counter(self.boots, self.n)
 

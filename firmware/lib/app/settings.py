@@ -9,6 +9,7 @@ import struct
 
 from app import store
 from efd import config
+from protocol import messages as M
 
 PATH = "config.json"
 
@@ -75,3 +76,14 @@ def config_hash(cfg):
         struct.pack_into("<Bi", b, 0, i + 1, cfg[name])
         h.update(b)
     return struct.unpack("<I", h.digest()[:4])[0]
+
+
+def config_frame(app):
+    """The CONFIG reply (SPEC.md §5): every setting the detector runs with, and their hash."""
+    cfg = app.det.cfg
+    return app.link.enc.message(
+        M.CONFIG,
+        app.hal.time(),
+        {"config_hash": config_hash(cfg), "params": params(cfg)},
+        auth=True,
+    )

@@ -61,3 +61,12 @@ def exists(path):
         return True
     except OSError:
         return False
+
+
+# The boot state file (SPEC.md §7.3): the boot count (high half of every uplink counter) and the
+# highest command counter accepted, persisted before acting on it.
+STATE = "state.json"  # {"boots": n, "host_ctr": n}
+
+
+def save_state(app):
+    save_json(STATE, {"boots": app.boots, "host_ctr": app.host_ctr})

@@ -7,8 +7,8 @@
 # micropython.heap_lock()) and every intermediate is a small int (|x| < 2^30).
 from array import array
 
-from efd import config, ntc, rms
 from efd import events as ev
+from efd import ntc, rms
 from efd.compat import MICROPYTHON, const
 from efd.faults import Faults
 from efd.ror import RateOfRise
@@ -69,6 +69,10 @@ class Detector:
 
     def configure(self, settings=None):
         """Validate (config.make raises ConfigError) and apply settings. Latches are kept."""
+        # Imported here, not at the top: settings change only at boot and by command, so the
+        # firmware loads efd.config for those moments only (app.run drops it again).
+        from efd import config
+
         cfg = config.make(settings)
         self.cfg = cfg
         set_ma = cfg["leak_set_ma"]
