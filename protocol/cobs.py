@@ -47,10 +47,11 @@ def encode_into(src, n, dst):
     return o + 1
 
 
-def decode(src, n=-1):
+def decode_py(src, n=-1):
     """Decode src[:n] (n -1: all of it), one COBS block sequence without its 0x00 delimiter.
     Returns bytes, or None if it is not valid COBS (a zero byte inside, or a code that runs
-    past the end).
+    past the end). This is what the detector runs; hosts with the `cobs` package get decode()
+    below in C, with the same answers (tests/protocol).
 
     Works on one copy: each code byte marks where the previous block's implied 0x00 goes, so
     it is overwritten with 0 and the first code byte dropped. Only a 0xFF block followed
@@ -58,19 +59,6 @@ def decode(src, n=-1):
     """
     if n < 0:
         n = len(src)
-    if n == 0:
-        return b""
-    if _c_decode is not None:
-        try:
-            whole = n == len(src) and isinstance(src, (bytes, bytearray))
-            return _c_decode(src if whole else bytes(src[:n]))
-        except _CDecodeError:
-            return None
-    return decode_py(src, n)
-
-
-def decode_py(src, n):
-    """decode() in Python: what the device runs."""
     if n == 0:
         return b""
     if src.find(b"\x00", 0, n) >= 0:
@@ -104,3 +92,20 @@ def _decode_general(src):
         if code != 0xFF and i < n:
             out.append(0)
     return bytes(out)
+
+
+if _c_decode is None:  # MicroPython (or a host without the package)
+    decode = decode_py
+else:
+
+    def decode(src, n=-1):
+        """decode_py() in C (the `cobs` package): same arguments, same answers."""
+        if n < 0:
+            n = len(src)
+        if n == 0:
+            return b""
+        try:
+            whole = n == len(src) and isinstance(src, (bytes, bytearray))
+            return _c_decode(src if whole else bytes(src[:n]))
+        except _CDecodeError:
+            return None

@@ -30,19 +30,23 @@ def crc16_py(data, start=0, end=-1, crc=0xFFFF):
     return crc
 
 
-def crc16(data, start=0, end=-1):
-    """CRC-16/IBM-3740 of data[start:end]. Uses C code on CPython, crc16_py on MicroPython."""
-    if _crc_hqx is not None:
+if _crc_hqx is None:  # MicroPython: crc16_py is the CRC (no wrapper code on the detector)
+    crc16 = crc16_py
+
+    def crc16_frame(raw):
+        """CRC of a frame without its 2-byte CRC field (the decoder's hot path)."""
+        return crc16_py(raw, 0, len(raw) - 2)
+
+else:
+
+    def crc16(data, start=0, end=-1):
+        """CRC-16/IBM-3740 of data[start:end], in C (binascii.crc_hqx)."""
         if end < 0:
             end = len(data)
         if start == 0 and end == len(data):
             return _crc_hqx(data, 0xFFFF)
         return _crc_hqx(memoryview(data)[start:end], 0xFFFF)
-    return crc16_py(data, start, end)
 
-
-def crc16_frame(raw):
-    """CRC of a frame without its 2-byte CRC field (the decoder's hot path)."""
-    if _crc_hqx is not None:
+    def crc16_frame(raw):
+        """CRC of a frame without its 2-byte CRC field (the decoder's hot path)."""
         return _crc_hqx(raw[:-2], 0xFFFF)
-    return crc16_py(raw, 0, len(raw) - 2)

@@ -124,7 +124,7 @@ def parse(raw, uplink=None):
             return Error(E_LENGTH, raw, dev, seq, typ)
         counter = struct.unpack_from("<I", raw, end)[0]
         tag = raw[end + 4 : end + 4 + TAG_LEN]
-    if typ not in messages.MIN_LEN:
+    if messages.MIN_LEN[typ] == 0xFF:
         return Error(E_TYPE, raw, dev, seq, typ)
     if uplink is not None and messages.uplink(typ) != uplink:
         return Error(E_DIRECTION, raw, dev, seq, typ)

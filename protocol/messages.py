@@ -14,7 +14,6 @@
 import struct
 from binascii import hexlify
 
-from efd import config
 from efd.compat import const
 
 # Uplink (detector -> host). Type 0 is reserved so an all-zero header is never valid.
@@ -77,6 +76,8 @@ def _num(v, table):
 
 
 def _params(b, s, e):
+    from efd import config  # only SET_CONFIG has params: the detector loads it for that
+
     if (e - s) % 5:
         return None
     # A list of [name, value] pairs, not a dict: wire order survives (MicroPython dicts do
@@ -93,6 +94,8 @@ def _params(b, s, e):
 
 
 def _pack_params(buf, o, params):
+    from efd import config
+
     for name, value in params:
         if name[0] == "p" and name[1:].isdigit():
             pid = int(name[1:])
@@ -103,19 +106,19 @@ def _pack_params(buf, o, params):
     return o
 
 
-# Minimum payload length per type; fixed-layout types ignore bytes beyond it (SPEC.md §6:
-# later minor revisions append fields at the end).
-MIN_LEN = {
-    HELLO: 16,
-    TELEMETRY: 18,
-    EVENT: 10,
-    RESULT: 10,
-    CONFIG: 4,
-    SNAPSHOT: 12,
-    POLL: 0,
-    ACK: 4,
-    COMMAND: 1,
-}
+# Minimum payload length per type, indexed by the type (5 bits); 0xFF: no such type. Fixed-layout
+# types ignore bytes beyond it (SPEC.md §6: later minor revisions append fields at the end).
+# A 32-byte table rather than a dict: 64 bytes of heap on the detector instead of 224.
+MIN_LEN = bytearray(b"\xff" * 32)
+MIN_LEN[HELLO] = 16
+MIN_LEN[TELEMETRY] = 18
+MIN_LEN[EVENT] = 10
+MIN_LEN[RESULT] = 10
+MIN_LEN[CONFIG] = 4
+MIN_LEN[SNAPSHOT] = 12
+MIN_LEN[POLL] = 0
+MIN_LEN[ACK] = 4
+MIN_LEN[COMMAND] = 1
 
 
 def _poll(b, s, e):

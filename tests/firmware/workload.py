@@ -4,9 +4,10 @@ One workload for the tests (tests/firmware/test_persistence.py) and the bench
 (bench/bench_firmware.py: the smallest heap it fits). The detector runs the x64 image from a
 flash folder as deployed (lib/, identity.json) under the simulated clock, with leakage coming
 and going (alarms, events into the flash log, resets) and an in-memory link that takes every
-frame the detector sends. With commands=True the host also sends one authenticated command of
-every kind but reboot: each loads the detector's command code for the occasion (app.run
-._rare), the firmware's largest moments.
+frame the detector sends. The host also sends authenticated commands: commands="routine"
+(resets, a self-test, a time sync) or "all" (also get/set config and a waveform snapshot; every
+kind but reboot). Each loads the detector's command code for the occasion (app.run._rare): the
+firmware's largest moments.
 """
 
 from __future__ import annotations
@@ -25,16 +26,21 @@ from tests import mpy
 DEVICE = 7
 KEY = bytes(32)
 
-# (minute, command fields): sent at the start of that minute, in this order.
-COMMANDS = [
+# (minute, command fields): sent at the start of that minute. The routine ones (what a
+# monitoring platform sends every day) and the rare ones (settings, waveform snapshot), which
+# load more code for their moment (docs/firmware.md, Memory budget).
+ROUTINE = [
     (8, {"cmd": "reset", "channel": "all"}),
     (15, {"cmd": "selftest"}),
     (22, {"cmd": "time_sync", "set_time": 200_000_000}),
+    (50, {"cmd": "reset", "channel": "residual"}),
+]
+RARE = [
     (29, {"cmd": "get_config"}),
     (36, {"cmd": "set_config", "params": [["leak_set_ma", 350], ["leak_delay_s", 2]]}),
     (43, {"cmd": "snapshot", "snap_id": 0}),
-    (50, {"cmd": "reset", "channel": "residual"}),
 ]
+COMMANDS = {"none": [], "routine": ROUTINE, "all": sorted(ROUTINE + RARE, key=lambda c: c[0])}
 
 SCRIPT = """
 import gc
@@ -87,17 +93,17 @@ print(app.windows, app.log.head, app.errors, wire.sent, ctr, peak, gc.mem_alloc(
 """
 
 
-def command_frames(commands: bool) -> dict[int, str]:
+def command_frames(commands: str) -> dict[int, str]:
     """minute -> hex of the authenticated COMMAND frame sent then (counters 1, 2, ...)."""
     counter = iter(range(1, 1000))
     enc = Encoder(DEVICE, Key(KEY), lambda: next(counter))
     out = {}
-    for minute, fields in COMMANDS if commands else ():
+    for minute, fields in COMMANDS[commands]:
         out[minute] = enc.message(M.COMMAND, 0, fields, auth=True).hex()
     return out
 
 
-def script(commands: bool) -> str:
+def script(commands: str) -> str:
     return SCRIPT.replace("{cmds}", repr(command_frames(commands)))
 
 
@@ -107,7 +113,7 @@ def prepare(flash: Path, image: Path) -> None:
     (flash / "identity.json").write_text(json.dumps({"device": DEVICE, "key": KEY.hex()}))
 
 
-def run(flash: Path, heapsize: str, commands: bool = False) -> dict | None:
+def run(flash: Path, heapsize: str, commands: str = "none") -> dict | None:
     """Run the hour in a fresh copy of the flash state; None if it did not complete its
     whole job (a crash, or an error counted: the loop survives a MemoryError in the link)."""
     for name in ("config.json", "state.json", "events.bin"):
@@ -124,13 +130,13 @@ def run(flash: Path, heapsize: str, commands: bool = False) -> dict | None:
     if proc.returncode != 0:
         return None
     windows, events, errors, sent, host_ctr, peak, end = (int(x) for x in proc.stdout.split()[-7:])
-    done = windows == 36000 and errors == 0 and host_ctr == (len(COMMANDS) if commands else 0)
+    done = windows == 36000 and errors == 0 and host_ctr == len(COMMANDS[commands])
     if not done:
         return None
     return {"events": events, "frames_sent": sent, "peak": peak, "end": end}
 
 
-def smallest_heap_kb(flash: Path, commands: bool = False, lo: int = 32, hi: int = 256) -> int:
+def smallest_heap_kb(flash: Path, commands: str = "none", lo: int = 32, hi: int = 256) -> int:
     """The smallest heap (KB) the hour completes in. Bisection: garbage is collected on
     demand, so gc.mem_alloc() between collections would count garbage, not need."""
     while hi - lo > 1:

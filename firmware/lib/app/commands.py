@@ -80,30 +80,26 @@ def snapshot_frames(app):
         mean += x
     mean //= n
     chunks = (n + _SNAP_CHUNK - 1) // _SNAP_CHUNK
-    rate = 40 * app.det.cfg["mains_hz"]
+    # One sample buffer and one fields dict for every chunk: the frames are built one after the
+    # other (each is bytes of its own), so nothing else needs to exist once per chunk.
+    buf = array("h", bytes(2 * _SNAP_CHUNK))  # 2 bytes a sample, not an 8-byte list slot
+    f = {
+        "snap_id": app.snap_id,
+        "channel": ev.RESIDUAL,
+        "chunks": chunks,
+        "scale_exp": -1,
+        "rate_hz": 40 * app.det.cfg["mains_hz"],
+        "trigger": app.snap_trig,
+    }
     out = []
     for k in range(chunks):
         lo = k * _SNAP_CHUNK
         hi = lo + _SNAP_CHUNK if lo + _SNAP_CHUNK < n else n
-        samples = array("h", bytes(2 * (hi - lo)))  # 2 bytes a sample, not an 8-byte list slot
         for i in range(lo, hi):
             y = (s[i] - mean) * gain * 10 >> 12
-            samples[i - lo] = 32767 if y > 32767 else (-32767 if y < -32767 else y)
-        out.append(
-            app.link.enc.message(
-                M.SNAPSHOT,
-                app.hal.time(),
-                {
-                    "snap_id": app.snap_id,
-                    "channel": ev.RESIDUAL,
-                    "chunk": k,
-                    "chunks": chunks,
-                    "scale_exp": -1,
-                    "rate_hz": rate,
-                    "trigger": app.snap_trig,
-                    "offset": lo,
-                    "samples": samples,
-                },
-            )
-        )
+            buf[i - lo] = 32767 if y > 32767 else (-32767 if y < -32767 else y)
+        f["chunk"] = k
+        f["offset"] = lo
+        f["samples"] = memoryview(buf)[: hi - lo]
+        out.append(app.link.enc.message(M.SNAPSHOT, app.hal.time(), f))
     return out
