@@ -20,7 +20,7 @@ from efd import rms, ticks
 from efd.detector import Detector
 from efd.events import N_CHANNELS
 from efd.names import CHANNEL_NAMES, FAULT_NAMES, KIND_NAMES
-from efd.threshold import _ALARM_TH, _PRE_TH, _W, OFF
+from efd.threshold import OFF
 from host_sim import drive
 from host_sim.scenario import Scenario
 from host_sim.synth import CHUNK_WINDOWS, Synth
@@ -165,12 +165,9 @@ def run(
 
 def _thresholds(det: Detector) -> dict[str, dict[str, int]]:
     """Alarm / pre-alarm levels the core actually uses (for plot lines), per enabled channel."""
-    # Read from the rule bank's array; its layout constants are inlined on the device and
-    # plain module globals on CPython.
     out = {}
     for ch in range(N_CHANNELS):
-        alarm_th = det.rules.s[ch * _W + _ALARM_TH]
-        pre_th = det.rules.s[ch * _W + _PRE_TH]
+        alarm_th, pre_th = det.rules.levels(ch)
         if alarm_th == OFF:
             continue
         d = {"alarm": alarm_th}

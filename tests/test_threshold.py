@@ -12,7 +12,7 @@ from efd import ticks
 from efd.events import ALARM, CLEAR, PREALARM, RESET, TEMP0, EventQueue
 from efd.faults import Faults
 from efd.ror import RateOfRise
-from efd.threshold import Thresholds
+from efd.threshold import OFF, Thresholds
 
 STEP_MS = 100
 
@@ -151,6 +151,14 @@ channel_pairs = st.permutations(range(3)).map(lambda p: (p[0], p[1]))
 levels = st.tuples(*[st.integers(0, 3000)] * 2, st.integers(0, 300), st.integers(0, 3000))
 
 
+@given(levels)
+def test_levels_are_what_was_configured_and_off_before(lv):
+    bank = Thresholds(2, EventQueue())
+    assert bank.levels(0) == bank.levels(1) == (OFF, OFF)
+    bank.configure(1, *lv)
+    assert bank.levels(1) == lv[:2] and bank.levels(0) == (OFF, OFF)
+
+
 @given(channel_pairs, levels, levels, st.data(), start_times)
 def test_threshold_channels_never_interfere(ab, levels_a, levels_b, data, t0):
     a, b = ab
@@ -171,7 +179,7 @@ def test_threshold_channels_never_interfere(ab, levels_a, levels_b, data, t0):
             bank.suspend(ch)
         elif bank.reset(ch, now) is not True:
             return "refused"
-        return (bank.latched(ch), bank.pre(ch))
+        return (bank.latched(ch), bank.pre(ch), bank.levels(ch))
 
     alone, shared = _two_channels(a_ops, b_ops, apply, t0, STEP_MS)
     assert alone == shared

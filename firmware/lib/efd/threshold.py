@@ -55,6 +55,11 @@ class Thresholds:
         s[i + _HYST] = hyst
         s[i + _DELAY_MS] = delay_ms
 
+    def levels(self, ch):
+        """(alarm level, pre-alarm level) of channel ch, OFF where disabled."""
+        i = ch * _W
+        return self.s[i + _ALARM_TH], self.s[i + _PRE_TH]
+
     def update(self, ch, value, now):
         s = self.s
         i = ch * _W
