@@ -80,7 +80,7 @@ ERROR_NAMES = (
     "direction",
 )
 
-# Setting names by wire parameter id (id 0 reserved): efd.config's table order.
+# Setting names by wire parameter id (id 0 reserved): efd.config.NAMES order.
 PARAMS = ("",) + config.NAMES  # noqa: RUF005 (MicroPython loads this module too)
 
 TYPE_CODES = {}

@@ -48,8 +48,8 @@ CMD_ALL = const(0xFF)  # CMD_RESET channel: every channel
 # Their names, and those of the RESULT status codes and the HELLO reset causes (the ESP32
 # port's machine.reset_cause() numbers): host.CMD_NAMES, RESULT_NAMES, RESET_CAUSES.
 
-# Configuration parameter ids for CONFIG and SET_CONFIG: a setting's id is its row in
-# efd.config's table + 1 (efd.config.NAMES[id - 1]); ids beyond it travel as "p<id>". The
+# Configuration parameter ids for CONFIG and SET_CONFIG: a setting's id is its position in
+# efd.config.NAMES + 1 (NAMES[id - 1]); ids beyond it travel as "p<id>". The
 # host's list with id 0 reserved is host.PARAMS.
 
 # TELEMETRY status bits. Bits 0-8: alarm latched on channel n (efd.events channel numbers).

@@ -45,7 +45,7 @@ def validate_update(current, params):
 
 
 def _pid(name):
-    # Wire parameter id: the setting's row in efd.config's table + 1 (protocol/SPEC.md §5).
+    # Wire parameter id: the setting's position in efd.config.NAMES + 1 (protocol/SPEC.md §5).
     if isinstance(name, str) and name in config.DEFAULTS:
         return config.NAMES.index(name) + 1
     if isinstance(name, str) and name[:1] == "p" and name[1:].isdigit():
