@@ -54,10 +54,12 @@ def mpy_cross() -> str:
     return str(here) if here.exists() else (shutil.which("mpy-cross") or "mpy-cross")
 
 
-def sources(arch: str) -> list[tuple[Path, str]]:
-    """(source file, device path relative to /lib) for every library module."""
+def sources(arch: str, board: str | None = None) -> list[tuple[Path, str]]:
+    """(source file, device path relative to /lib) for every library module. `board` picks the
+    file set ("xtensawin": the ESP32 image; "x64": the unix port's) when it differs from the
+    arch: the board twin runs the ESP32 image compiled for this host."""
     out = []
-    skip = SKIP_BY_ARCH.get(arch, ())
+    skip = SKIP_BY_ARCH.get(board or arch, ())
     for pkg, (src, excluded) in PACKAGES.items():
         for p in sorted(src.glob("*.py")):
             rel = f"{pkg}/{p.name}"
@@ -67,12 +69,12 @@ def sources(arch: str) -> list[tuple[Path, str]]:
     return out
 
 
-def build(arch: str, out: Path) -> dict[str, int]:
+def build(arch: str, out: Path, board: str | None = None) -> dict[str, int]:
     """Compile into `out` (emptied first). Returns {device path: size in bytes}."""
     if out.exists():
         shutil.rmtree(out)
     sizes: dict[str, int] = {}
-    for src, rel in sources(arch):
+    for src, rel in sources(arch, board):
         dst = out / "lib" / rel.replace(".py", ".mpy")
         dst.parent.mkdir(parents=True, exist_ok=True)
         cmd = [mpy_cross(), f"-march={arch}", "-O3", "-s", rel, "-o", str(dst), str(src)]

@@ -1,14 +1,22 @@
-# ESP32 HAL: ADC bursts, RS-485 UART with driver enable, indicators, button, watchdog, RTC.
-# Pin numbers and front-end assumptions come from app.board (docs/hardware.md).
+# ESP32 HAL: ADC bursts, RS-485 UART with driver enable, arc pulse counter, indicators, button,
+# watchdog, RTC. Pin numbers and front-end assumptions come from app.board (docs/hardware.md).
+# Every machine/esp32 call here is checked against the ESP32 port's C source by the board twin
+# (tools/twin, tests/twin): the generic stubs accept calls the port rejects.
 #
 # Sampling: one burst per window, 200 sample instants at 40 per mains cycle (efd.rms), each
-# reading the residual and three phase CTs back to back. The instants are timed against
-# time.ticks_us in a viper loop (no timer callbacks: on the ESP32 they are soft, scheduled
-# and jitter by up to milliseconds; CONTEXT.md). One ADC1 read from viper costs ~35 us
-# (micropython issue #7495), so 4 reads take ~140 us of the 500 us sample period. The channels
-# are skewed by ~35 us (0.6 degree at 50 Hz): irrelevant for RMS.
+# reading the residual and three phase CTs back to back with ADC.read_uv() (eFuse-calibrated:
+# a raw code at 11 dB is ~0.8 mV x code + 142 mV with a per-chip reference of 1000-1200 mV, so
+# raw codes are off by up to +-9 % and 140 mV). The microvolts are put on the ideal 0-3.3 V
+# 12-bit scale the detection core and the simulator use. The instants are timed against
+# time.ticks_us in a viper loop; the wait to each instant is time.sleep_us(), which busy-waits
+# on esp_timer to the microsecond (ports/esp32 mphalport.c). A read costs ~95 us at 160 MHz on
+# current ports (micropython issue #7495), so four do not fit a 60 Hz instant (417 us) at
+# 160 MHz: the HAL runs the CPU at 240 MHz, measures the read cost at boot, and an instant it
+# misses by more than an eighth of a period is counted late; a window with late samples is
+# reported by the detector as a sampling fault (efd FAULT_TIMING), never a silent stretch.
 import time
 
+import esp32
 import machine
 from micropython import const
 
@@ -19,12 +27,17 @@ from efd.compat import micropython
 _SHORT = const(1)
 _LONG = const(2)
 _EPOCH_2000 = const(631152000)  # ESP32 time.time() counts from 2000; wire time from 2020
+_CPU_HZ = const(240000000)  # see the header: 4 reads per instant need it at 60 Hz
+_SERVICE_EVERY = const(20)  # instants between link services in a burst: 10 ms at 50 Hz
+_PCNT_MAX = const(32000)  # the pulse counter restarts at 0 here (esp32_pcnt.c, h_lim)
 
 
 @micropython.viper
-def _burst(reads, bufs, n: int, period: int) -> int:
-    """Fill bufs[k][i] = reads[k]() >> 4 (12-bit) at instants i * period us. Returns the
-    number of late instants (a sign the loop was preempted, e.g. by WiFi)."""
+def _burst(reads, bufs, n: int, period: int, late_us: int, service, link) -> int:
+    """Fill bufs[k][i] with channel k's ideal 12-bit code at instants i * period us, calling
+    service() every _SERVICE_EVERY instants and releasing the RS-485 driver at the first
+    instant after the last stop bit. Returns the number of instants missed by more than late_us
+    (the loop was preempted or the reads do not fit the period)."""
     r0 = reads[0]
     r1 = reads[1]
     r2 = reads[2]
@@ -35,25 +48,44 @@ def _burst(reads, bufs, n: int, period: int) -> int:
     b3 = ptr16(bufs[3])  # type: ignore[name-defined]  # viper cast
     late = 0
     t0 = int(time.ticks_us())
+    k = 0
     for i in range(n):
-        # Busy-wait to the instant; ticks_us wraps at 2^30 on the ESP32, hence the mask.
+        # ticks_us wraps at 2^30 on the ESP32, hence the masks.
         target = (t0 + i * period) & 0x3FFFFFFF
         d = (target - int(time.ticks_us())) & 0x3FFFFFFF
         if d > 0x20000000:
-            late += 1
-        else:
-            while ((target - int(time.ticks_us())) & 0x3FFFFFFF) < 0x20000000:
-                pass
-        b0[i] = int(r0()) >> 4
-        b1[i] = int(r1()) >> 4
-        b2[i] = int(r2()) >> 4
-        b3[i] = int(r3()) >> 4
+            if ((0 - d) & 0x3FFFFFFF) > late_us:
+                late += 1
+        elif d > 2:
+            time.sleep_us(d)
+        # uV -> ideal code (V / 3.3 V * 4095): (uv / 4) * 1301 / 2^18, 32-bit safe (< 2^31).
+        v = ((int(r0()) >> 2) * 1301) >> 18
+        b0[i] = v if v < 4095 else 4095
+        v = ((int(r1()) >> 2) * 1301) >> 18
+        b1[i] = v if v < 4095 else 4095
+        v = ((int(r2()) >> 2) * 1301) >> 18
+        b2[i] = v if v < 4095 else 4095
+        v = ((int(r3()) >> 2) * 1301) >> 18
+        b3[i] = v if v < 4095 else 4095
+        if link.sending:  # DE must drop within a byte time of the last stop bit (SPEC.md §9)
+            link.busy()
+        k += 1
+        if k == _SERVICE_EVERY:
+            k = 0
+            service()
     return late
 
 
+def _code(uv):
+    """Calibrated microvolts on the ideal 12-bit scale (the burst's formula, for the NTC)."""
+    c = ((uv >> 2) * 1301) >> 18
+    return c if c < 4095 else 4095
+
+
 class UartLink:
-    """RS-485 half duplex: DE high while our bytes go out, released as soon as the UART reports
-    the last stop bit sent. write() never waits: the driver's TX ring buffer takes the frame."""
+    """RS-485 half duplex: DE high while our bytes go out, dropped within one link service of
+    the last stop bit (UART.txdone(): the port's uart_wait_tx_done with no wait). write() never
+    waits: the driver's TX ring buffer takes the frame."""
 
     def __init__(self):
         self.uart = machine.UART(
@@ -67,6 +99,7 @@ class UartLink:
         )
         self.de = machine.Pin(board.PIN_DE, machine.Pin.OUT, value=0)
         self.sending = False
+        self.in_burst = False  # inside _burst DE is released by the burst, never by waiting
 
     def read(self, buf):
         n = self.uart.readinto(buf)
@@ -77,6 +110,12 @@ class UartLink:
         self.uart.write(b"\x00")  # SPEC.md §3/§9: lead with a delimiter after bus turnaround
         self.uart.write(data)
         self.sending = True
+        if not self.in_burst:
+            # Outside the sampling burst nothing else is timed: wait for the last stop bit
+            # (UART.flush: uart_wait_tx_done) and free the bus at once, so the master's next
+            # frame is never lost to our receiver being off.
+            self.uart.flush()
+            self.busy()
 
     def busy(self):
         if self.sending and self.uart.txdone():
@@ -90,36 +129,53 @@ class Esp32Hal:
 
     def __init__(self):
         P = machine.Pin
-        atten = machine.ADC.ATTN_11DB
-        self.adcs = [machine.ADC(P(board.PIN_RESIDUAL), atten=atten)]
-        for p in board.PIN_PHASES:
-            self.adcs.append(machine.ADC(P(p), atten=atten))
-        # Bound methods once: looking up adc.read_u16 in the loop would allocate every time.
-        self.reads = [a.read_u16 for a in self.adcs]
-        self.temp_adc = machine.ADC(P(board.PIN_TEMP), atten=atten)
-        self.mux = [P(p, P.OUT, value=0) for p in board.PIN_MUX]
-        self.bufs = None
-        self.late = 0
-        self.link = UartLink()
+        # Outputs low first: until here they floated (GPIOs are inputs after reset; the board's
+        # pull-downs hold them, docs/hardware.md).
         self.red = P(board.PIN_LED_RED, P.OUT, value=0)
         self.yellow = P(board.PIN_LED_YELLOW, P.OUT, value=0)
         self.green = P(board.PIN_LED_GREEN, P.OUT, value=0)
         self.buzzer = P(board.PIN_BUZZER, P.OUT, value=0)
         self.relay = P(board.PIN_RELAY, P.OUT, value=0)
         self.test = P(board.PIN_TEST, P.OUT, value=0)
+        self.wdt = machine.WDT(timeout=board.WDT_MS)
+        machine.freq(_CPU_HZ)
+        atten = machine.ADC.ATTN_11DB
+        self.adcs = [machine.ADC(P(board.PIN_RESIDUAL), atten=atten)]
+        for p in board.PIN_PHASES:
+            self.adcs.append(machine.ADC(P(p), atten=atten))
+        # Bound methods once: looking up adc.read_uv in the loop would allocate every time.
+        self.reads = [a.read_uv for a in self.adcs]
+        self.temp_adc = machine.ADC(P(board.PIN_TEMP), atten=atten)
+        self.mux = [P(p, P.OUT, value=0) for p in board.PIN_MUX]
+        self.bufs = None
+        self.late = 0  # late instants in the last window (Detector.late)
+        self.late_total = 0
+        self.link = UartLink()
+        self.service = self._service  # the app replaces it with its link service
         self.btn = P(board.PIN_BUTTON, P.IN, P.PULL_UP)
         self.btn_down = -1
-        self.arc = 0
+        # Arc pulses are counted by the PCNT peripheral: Pin.irq handlers are scheduled (soft,
+        # queue of 8) and never run while the viper burst runs, so an IRQ count loses pulses.
         self.arc_pin = P(board.PIN_ARC, P.IN, P.PULL_UP)
-        self.arc_pin.irq(self._arc_irq, P.IRQ_FALLING, hard=True)
+        self.pcnt = esp32.PCNT(
+            0, pin=self.arc_pin, falling=esp32.PCNT.INCREMENT, min=-1, max=_PCNT_MAX, filter=800
+        )
+        self.pcnt.start()
+        self.arc_last = 0
         self.rtc = machine.RTC()
-        self.clock_set = False
         self.cause = machine.reset_cause()
-        self.wdt = machine.WDT(timeout=board.WDT_MS)
-        self.period = board.SAMPLE_PERIOD_US_50HZ
+        self.read_us = self._read_cost()
 
-    def _arc_irq(self, pin):
-        self.arc += 1  # small-int increment: no allocation in the hard IRQ
+    def _read_cost(self):
+        # Measured once at boot: the read cost decides whether the plan fits (docs/detection.md).
+        r = self.reads[0]
+        t0 = time.ticks_us()
+        for _ in range(16):
+            r()
+        return time.ticks_diff(time.ticks_us(), t0) // 16
+
+    def _service(self):
+        self.link.busy()  # drop DE as soon as the last stop bit is out
 
     def ticks_ms(self):
         return time.ticks_ms() & ticks.MASK
@@ -128,9 +184,21 @@ class Esp32Hal:
     def sample(self, det):
         if self.bufs is None:
             self.bufs = [det.residual, det.phase[0], det.phase[1], det.phase[2]]
-            if det.cfg["mains_hz"] == 60:
-                self.period = board.SAMPLE_PERIOD_US_60HZ
-        self.late += _burst(self.reads, self.bufs, len(det.residual), self.period)
+        # Read every window: a set_config of mains_hz applies from the next window.
+        period = (
+            board.SAMPLE_PERIOD_US_60HZ
+            if det.cfg["mains_hz"] == 60
+            else board.SAMPLE_PERIOD_US_50HZ
+        )
+        self.period = period
+        n = len(det.residual)
+        link = self.link
+        link.in_burst = True
+        late = _burst(self.reads, self.bufs, n, period, period >> 3, self.service, link)
+        link.in_burst = False
+        self.late = late
+        self.late_total += late
+        det.late = late
         mux = self.mux
         adc = self.temp_adc
         for ch in range(4):
@@ -139,12 +207,15 @@ class Esp32Hal:
             time.sleep_us(board.MUX_SETTLE_US)
             acc = 0
             for _ in range(board.TEMP_OVERSAMPLE):
-                acc += adc.read_u16() >> 4
+                acc += _code(adc.read_uv())
             det.temp_code[ch] = acc // board.TEMP_OVERSAMPLE
 
     def arc_count(self):
-        n = self.arc
-        self.arc = 0
+        v = self.pcnt.value()
+        n = v - self.arc_last
+        if n < 0:  # the counter restarted at _PCNT_MAX
+            n += _PCNT_MAX
+        self.arc_last = v
         return n
 
     def test_current(self, ma):
@@ -177,15 +248,14 @@ class Esp32Hal:
 
     # -- time ------------------------------------------------------------------------------------
     def time(self):
-        if not self.clock_set:
-            return 0
+        # The RTC keeps time across soft, watchdog and software resets; only a power-on starts
+        # it again from 2000-01-01, which reads as "not set" (before 2020: wire time 0).
         t = time.time() - _EPOCH_2000
         return t if t > 0 else 0
 
     def set_time(self, t):
         y, mo, d, h, mi, s, wd, _ = time.gmtime(t + _EPOCH_2000)
         self.rtc.datetime((y, mo, d, wd, h, mi, s, 0))
-        self.clock_set = True
 
     # -- watchdog and resets ---------------------------------------------------------------------
     def wdt_feed(self):

@@ -46,14 +46,41 @@ class Link:
         self.retx_ms = _RETX_FIRST_MS
         self.tele_at = 0
         self.last_result = None  # the last RESULT (bytes): answers a duplicate command
+        self.later = []  # frames service() left for poll() (bounded: the bus is polled)
         self.temps = array("h", bytes(8))  # TELEMETRY's readings, see telemetry()
         self.lines = array("H", bytes(6))
 
     # -- receive -----------------------------------------------------------------------------
+    def service(self, now):
+        """Called by the HAL inside its sampling burst (every ~10 ms): answer a POLL at once
+        (SPEC.md §9: the reply starts within 20 ms), keep every other frame for poll(), which
+        runs after the window (commands and ACKs need the tag check and may write flash)."""
+        io = self.io
+        io.busy()  # drop the RS-485 driver as soon as the last stop bit is out
+        if not self.app.hal.polled:
+            return
+        rx = self.rx
+        n = io.read(rx)
+        while n:
+            for f in self.dec.feed(memoryview(rx)[:n]):
+                if f.ok and f.type == M.POLL and f.device == self.enc.device and not self.later:
+                    self.tele_at = now
+                    if self.inflight:
+                        self.retx_at = now
+                    if not io.busy():
+                        self._send_one(now, True)
+                elif f.device == self.enc.device and len(self.later) < 4:
+                    self.later.append(f)  # a polled bus holds one frame per grant: 4 is plenty
+            n = io.read(rx)
+
     def poll(self, now):
         io = self.io
         rx = self.rx
         grants = 0
+        later = self.later
+        while later:
+            if self._frame(later.pop(0), now):
+                grants += 1
         n = io.read(rx)
         while n:
             for f in self.dec.feed(memoryview(rx)[:n]):

@@ -60,6 +60,8 @@ class App:
         _drop()  # efd.config again: the detector has its settings
         self.log = EventLog()
         self.link = link = Link(self, device, key)
+        if hasattr(hal, "service"):  # the board's burst calls it every ~10 ms (hal_esp32)
+            hal.service = self._service
         if hello is not None:
             link.outbox.append(link.enc.message(M.HELLO, hal.time(), hello))
         self.arc_at = 0
@@ -79,6 +81,12 @@ class App:
             _rare("store", "save_state", self)
             self.n = 1
         return make_counter(self.boots, self.n)
+
+    def _service(self):
+        try:
+            self.link.service(self.hal.ticks_ms())
+        except Exception:  # a link fault must never stop sampling
+            self.errors += 1
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, windows):
@@ -163,6 +171,9 @@ class App:
             enc.seq = (seq + 1) & 0xFF
             counter = 0 if self.problems & 2 else self.next_counter()  # 0: not provisioned
             self.log.append(t, counter, seq, kind, ch, value, thr)
+            # Each append is a flash write (tens of ms, an erase up to 400 ms on a worn chip):
+            # a burst of events (a real fire) must not starve the watchdog.
+            self.hal.wdt_feed()
             if kind == ev.ALARM and ch == ev.RESIDUAL:
                 # Keep the window that raised the alarm (a copy: the HAL overwrites its buffer).
                 self.snap[:] = self.det.residual

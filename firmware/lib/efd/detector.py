@@ -21,6 +21,9 @@ from efd.threshold import OFF, Thresholds
 LEAK_DECISION_PCT = const(90)
 # A window with at least this many clipped samples is over-range (one stray sample is not).
 _CLIP_MIN = const(2)
+# Late sample instants the HAL may report for a window (self.late) before it is a sampling
+# fault: a few are a preemption (WiFi, flash), more mean the plan does not fit (2 % of 200).
+_LATE_MAX = const(4)
 # A CT mean this close to a rail is a lead fault (open: pulled to 0 V; short: at the supply),
 # not just a drifting bias.
 _RAIL_MARGIN = const(256)
@@ -59,6 +62,7 @@ class Detector:
         # Per-channel state: one bank (a few arrays) per kind, indexed by channel.
         self.rules = Thresholds(ev.N_CHANNELS, q)
         self.faults = Faults(ev.N_CHANNELS, q)
+        self.late = 0  # late sample instants in this window, set by the HAL (FAULT_TIMING)
         self.rors = RateOfRise(q)  # the 4 temperature channels
         self._stats = array("i", bytes(12))
         if kernel is None:
@@ -133,8 +137,10 @@ class Detector:
             code = ev.FAULT_SHORT if mean > rms.ADC_MAX - _RAIL_MARGIN else ev.FAULT_BIAS
         elif st[rms.CLIPPED] >= _CLIP_MIN:
             code = ev.FAULT_OVERRANGE
+        elif ch == ev.RESIDUAL and self.late > _LATE_MAX:
+            code = ev.FAULT_TIMING
         self.faults.update(ch, code, now)
-        if code == 0 or code == ev.FAULT_OVERRANGE:
+        if code == 0 or code == ev.FAULT_OVERRANGE or code == ev.FAULT_TIMING:
             # Clipping makes the RMS a lower bound of the true current: still safe to alarm on.
             self.rules.update(ch, value, now)
         else:

@@ -33,6 +33,10 @@ FAULT_OPEN = const(1)  # lead open: CT mean pulled low / NTC reading at the top 
 FAULT_SHORT = const(2)  # lead shorted: CT mean at the top rail / NTC reading at the bottom rail
 FAULT_OVERRANGE = const(3)  # ADC clipping: the signal exceeds the input range
 FAULT_BIAS = const(4)  # CT window mean outside the bias band but not at a rail
+# The HAL missed sample instants (late reads: the read cost does not fit the period, or the
+# loop was preempted): the window is no longer whole mains cycles. Reported on the residual
+# channel; values are still evaluated (a stretched window still measures the current).
+FAULT_TIMING = const(5)
 
 
 class EventQueue:

@@ -18,8 +18,8 @@ CHANNEL_NAMES = (
     "arc",
 )
 
-# Sensor fault codes (efd.events FAULT_OPEN=1 .. FAULT_BIAS=4: the value of a FAULT event).
-FAULT_NAMES = ("", "open", "short", "overrange", "bias")
+# Sensor fault codes (efd.events FAULT_OPEN=1 .. FAULT_TIMING=5: the value of a FAULT event).
+FAULT_NAMES = ("", "open", "short", "overrange", "bias", "sampling")
 
 __all__ = ["CHANNEL_NAMES", "FAULT_NAMES", "KIND_NAMES", "as_dict"]
 

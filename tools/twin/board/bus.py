@@ -1,0 +1,160 @@
+# The RS-485 bus on the twin: a MAX3485-style half-duplex transceiver with DE and /RE tied to one
+# GPIO, and a polling master on the other end that follows protocol/SPEC.md §9 the way
+# tools/gateway's SerialTransport does (POLL, wait 20 ms + a maximum frame's time for the reply,
+# ACK every event, next device).
+#
+# What the transceiver does (MAX3485 data sheet, function table): with DE high the driver puts
+# our TX on the bus and the receiver is off (/RE high), so bytes from the master are lost; with
+# DE low our TX never reaches the bus. Every byte's fate is decided by the DE level during it.
+import twin
+from machine import level_at
+
+from protocol import frame as fr
+from protocol import messages as M
+from protocol.auth import Key
+from protocol.stream import StreamDecoder
+
+_MAX_WIRE_BYTES = 256  # SPEC.md §9: the gateway waits 20 ms + the time of a 256-byte frame
+
+
+class Bus:
+    def __init__(self, cfg):
+        self.de = cfg["de_gpio"]
+        self.rx = bytearray()  # bytes our UART has received, not yet read by the firmware
+        self.rxbuf = 512
+        self.down = []  # [arrival_end_us, byte] on their way to us
+        self.up = []  # [start_us, byte_us, byte] we transmitted, not yet seen by the master
+        self.uart = None
+        self.master = Master(self, cfg) if cfg.get("poll_ms") else None
+
+    def attach(self, uart):
+        self.uart = uart
+        self.rxbuf = uart.rxbuf
+
+    # -- our side (machine.UART) -----------------------------------------------------------------
+    def transmit(self, start, data, byte_us):
+        for i in range(len(data)):
+            self.up.append([start + i * byte_us, byte_us, data[i]])
+        twin.stat("tx_bytes", len(data))
+
+    def _arrive(self, now):
+        if self.master is not None:
+            self.master.run(now)
+        d = self.down
+        i = 0
+        while i < len(d) and d[i][0] <= now:
+            t, b = d[i]
+            if level_at(self.de, t - 1):
+                twin.stat("rx_lost_de_high")  # our receiver is off while we drive the bus
+            elif len(self.rx) >= self.rxbuf:
+                twin.stat("rx_overflow")
+            else:
+                self.rx.append(b)
+            i += 1
+        if i:
+            del d[:i]
+
+    def pending(self, now):
+        self._arrive(now)
+        return len(self.rx)
+
+    def take(self, now, buf, n):
+        self._arrive(now)
+        n = min(n, len(self.rx))
+        buf[:n] = self.rx[:n]
+        self.rx = self.rx[n:]  # (MicroPython's bytearray has no slice deletion)
+        return n
+
+    # -- the master's side -------------------------------------------------------------------------
+    def send_down(self, t, data, byte_us):
+        for i in range(len(data)):
+            self.down.append([t + (i + 1) * byte_us, data[i]])
+
+    def seen_up(self, now):
+        """Bytes we transmitted whose stop bit has passed by `now`, as (start, end, byte or -1
+        when DE was not high for the whole byte: the master saw an idle line)."""
+        out = []
+        u = self.up
+        i = 0
+        while i < len(u) and u[i][0] + u[i][1] <= now:
+            s, bt, b = u[i]
+            if not (level_at(self.de, s) and level_at(self.de, s + bt - 1)):
+                twin.stat("tx_undriven_bytes")
+                b = -1
+            out.append((s, s + bt, b))
+            i += 1
+        if i:
+            del u[:i]
+        return out
+
+
+class Master:
+    """The gateway's polling master, one device, in virtual time. Records every reply's latency
+    (first byte of the reply minus the end of the frame it answers) in twin.stats."""
+
+    def __init__(self, bus, cfg):
+        self.bus = bus
+        self.byte_us = 10000000 // cfg["baud"]
+        self.poll_us = cfg["poll_ms"] * 1000
+        self.wait_us = 20000 + _MAX_WIRE_BYTES * self.byte_us
+        self.turn_us = cfg.get("turnaround_us", 2000)
+        key = Key(bytes.fromhex(cfg["key"])) if cfg.get("key") else None
+        self.ctr = cfg.get("master_counter0", 1 << 24)
+        self.enc = fr.Encoder(cfg["device"], key, self._counter)
+        self.dec = StreamDecoder(uplink=True)
+        self.next_at = cfg.get("poll_start_ms", 1000) * 1000
+        self.sent_end = -1  # end of the frame we wait on a reply to (-1: idle)
+        self.reply_at = -1  # first byte of that reply
+        self.deadline = 0
+        self.last_poll = -self.poll_us
+        self.lat = twin.stats.setdefault("reply_latency_us", [])
+        self.acked = twin.stats.setdefault("acked_events", [])
+
+    def _counter(self):
+        self.ctr += 1
+        return self.ctr
+
+    def _send(self, t, wire):
+        self.bus.send_down(t, wire, self.byte_us)
+        self.sent_end = t + len(wire) * self.byte_us
+        self.deadline = self.sent_end + self.wait_us
+        self.reply_at = -1
+
+    def run(self, now):
+        while True:
+            if self.sent_end < 0:
+                if self.next_at > now:
+                    return
+                t = self.next_at
+                self.last_poll = t
+                self._send(t, self.enc.message(M.POLL, 0, {}))
+                twin.stat("polls")
+                continue
+            got = None
+            for s, e, b in self.bus.seen_up(now):
+                if b < 0:
+                    continue
+                if self.reply_at < 0 and s >= self.sent_end:
+                    self.reply_at = s
+                for f in self.dec.feed(bytes((b,))):
+                    if got is None:
+                        got = (f, e)
+            if got is not None:
+                f, e = got
+                self.lat.append(self.reply_at - self.sent_end)
+                self.sent_end = -1
+                nxt = e + self.turn_us
+                if f.ok and f.type == M.EVENT:
+                    self.acked.append(f.seq)
+                    ack = {"ack_type": f.type, "ack_seq": f.seq, "ack_crc": f.crc}
+                    self._send(nxt, self.enc.message(M.ACK, 0, ack, auth=True))
+                    twin.stat("acks")
+                    continue
+                self.next_at = max(nxt, self.last_poll + self.poll_us)
+                continue
+            if now >= self.deadline:
+                twin.stat("poll_timeouts")
+                self.sent_end = -1
+                self.next_at = max(self.deadline, self.last_poll + self.poll_us)
+                continue
+            return

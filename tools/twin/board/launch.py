@@ -1,0 +1,230 @@
+# Boots the firmware on the board twin: `micropython launch.py RUN.json` (tools/twin runs it).
+#
+# Like the board: the flash holds boot.py, main.py and lib/ (the ESP32 image, compiled for this
+# host's CPU), the launcher runs boot.py then main.py with /lib on the path, and every reset
+# (watchdog, machine.reset(), power cut) boots them again with a fresh set of modules while the
+# flash, the RTC and the virtual clock carry on. The run ends at the scenario's end.
+#
+# Model parameters and their sources. Costs marked "estimate" have no measurement behind them
+# on this project's hardware: they are plausible figures, exposed as options so a user with a
+# board can put theirs in (docs/hardware.md "Board twin" lists them).
+import json
+import os
+import sys
+
+DEFAULTS = {
+    # ADC one-shot read from MicroPython, at 160 MHz: ~95 us per read+ticks_us in a viper loop on
+    # v1.16+ (micropython issue #7495, ESP32 at its default 160 MHz); ~10 us of it is the
+    # driver's conversion (adc_oneshot_read), which does not scale with the CPU clock.
+    "adc_read_us": 85,
+    "adc_fixed_us": 10,
+    "adc_cali_us": 3,  # read_uv's line-fit arithmetic (estimate)
+    # The chip's true ADC reference (ESP32 datasheet: 1000-1200 mV, burned in eFuse at the
+    # factory) and the eFuse value's error (0: read_uv is exact to its 1 mV step).
+    "vref_mv": 1100,
+    "efuse_vref_error_mv": 0,
+    "ticks_call_us": 2,  # a ticks_us()/ticks_ms() call from viper at 160 MHz (estimate)
+    "pin_call_us": 3,  # Pin.value()/PCNT.value() call at 160 MHz (estimate)
+    "uart_call_us": 8,  # UART any/readinto/write/txdone call at 160 MHz (estimate)
+    "freq_switch_us": 100,  # machine.freq() (estimate)
+    # The firmware's Python work per loop iteration (detector, drain, link, indicators) at
+    # 160 MHz, charged at each watchdog feed: x64 unix port measures ~25 us for
+    # Detector.process (make bench); the ESP32 at 160 MHz runs bytecode ~50x slower (estimate).
+    "loop_work_us": 3000,
+    "boot_ms": 800,  # ROM + IDF + MicroPython start to main.py (estimate)
+    "scheduler_depth": 8,  # MICROPY_SCHEDULER_DEPTH (py/mpconfig.h default used by ports/esp32)
+    # The reference board's wiring (docs/hardware.md; tests/twin checks it against app/board.py).
+    "analog_pins": {
+        "36": ["ct", 0],
+        "39": ["ct", 1],
+        "34": ["ct", 2],
+        "35": ["ct", 3],
+        "32": ["ntc", 0],
+    },
+    "mux_gpio": [25, 26],
+    "arc_gpio": 27,
+    "button_gpio": 14,
+    "de_gpio": 4,
+    "timed_pins": [4],
+    "bus_uart": 2,
+    "pin_cpu": False,  # True: machine.freq(hz) is accepted but the clock stays (a what-if run)
+}
+
+BOARD = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+sys.path[:] = [BOARD]
+cfg = json.load(open(sys.argv[1]))
+
+import twin  # noqa: E402
+
+twin.P.update(DEFAULTS)
+twin.P.update(cfg.get("params", {}))
+twin.end_us = cfg.get("end_us", -1)
+if cfg.get("cpu_hz"):
+    twin.cpu_hz = cfg["cpu_hz"]
+
+import api  # noqa: E402
+
+api.load(cfg["api"])  # the ESP32 port's API table (tools/twin/esp32_api.json)
+
+import esp32  # noqa: E402
+import inputs  # noqa: E402
+import machine  # noqa: E402
+
+machine.set_costs()
+
+OWN = ("twin", "machine", "esp32", "time", "inputs", "api", "flash", "bus", "launch")
+root = cfg["root"]
+
+# The flash: LittleFS on the flash model (flash.py) or, for a quick run, a host folder.
+fl = None
+
+
+def _load_files(src, dst):
+    # Like `make deploy` onto an erased board: copy the image's files onto the flash.
+    for name, kind, *_ in os.ilistdir(src):
+        if kind == 0x4000:
+            try:
+                os.mkdir(dst + "/" + name)
+            except OSError:
+                pass
+            _load_files(src + "/" + name, dst + "/" + name)
+        else:
+            with open(src + "/" + name, "rb") as a, open(dst + "/" + name, "wb") as b:
+                b.write(a.read())
+
+
+if cfg.get("flash_image"):
+    import flash
+    import vfs
+
+    fl = flash.Flash(cfg["flash_image"])
+    flash.mount(fl, root)
+    try:
+        os.stat(root + "/main.py")
+    except OSError:
+        _load_files(cfg["load_files"], root)
+    fl.reset_counters()  # count what the firmware does, not the deploy
+os.chdir(root)
+sys.path[:] = [BOARD, "", "lib"]
+
+if cfg.get("analog"):
+    machine._inputs = inputs.Inputs(cfg["analog"])
+    esp32.machine._inputs = machine._inputs
+if cfg.get("bus"):
+    import bus
+
+    b = cfg["bus"]
+    b.setdefault("de_gpio", twin.P["de_gpio"])
+    machine.bus = bus.Bus(b)
+
+ev_out = open(cfg["events_out"], "w") if cfg.get("events_out") else None
+log_out = cfg.get("log_out")
+
+
+def _observe_events():
+    # The twin watches the detector's event queue like a logic analyser on the board: every
+    # event with the virtual time it was raised (the firmware is not changed).
+    from efd import events
+
+    push = events.EventQueue.push
+
+    def watched(q, kind, ch, value, thr, t):
+        if ev_out is not None:
+            ev_out.write("%d %d %d %d %d\n" % (twin.now_us, kind, ch, value, thr))
+        push(q, kind, ch, value, thr, t)
+
+    events.EventQueue.push = watched
+
+
+def _purge():
+    for name in list(sys.modules):
+        if name.split(".")[0] not in OWN:
+            del sys.modules[name]
+
+
+def _run(name, g):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    with open(name) as f:
+        src = f.read()
+    exec(compile(src, name, "exec"), g)
+
+
+cause = machine.PWRON_RESET
+causes = []
+result = "end"
+g = {}
+while True:
+    twin.dead = False
+    twin.cause = cause
+    causes.append(cause)
+    twin.boots += 1
+    twin.unhook_all()
+    machine.wdt_forget()
+    machine.levels.clear()
+    machine._irqs.clear()
+    esp32.reset()
+    _purge()
+    if fl is not None and twin.boots > 1:
+        # A reset drops LittleFS's RAM state: mount again from what is on the chip.
+        os.chdir("/")
+        vfs.umount(root)
+        fl.power_on()
+        flash.mount(fl, root)
+        os.chdir(root)
+    try:
+        twin.charge(twin.P["boot_ms"] * 1000)
+        twin.boot_us = twin.now_us
+        _observe_events()
+        g = {"__name__": "__main__"}
+        _run("boot.py", g)
+        _run("main.py", g)
+        # main.py returned: the board sits at the REPL. A running task watchdog still bites.
+        result = "repl"
+    except twin.Reset as r:
+        cause = r.args[0]
+        if cause == machine.PWRON_RESET:
+            twin.power_on()
+        continue
+    except twin.End:
+        result = "end"
+        break
+    except Exception as e:  # an exception out of main.py: on the board, the REPL
+        sys.print_exception(e)
+        twin.stats["repl_exception"] = repr(e)
+        result = "repl"
+    # At the REPL: only a running watchdog brings the board back.
+    w = machine.WDT._last
+    if w is None:
+        break
+    try:
+        twin.charge(w.fed + w.timeout_us + 1 - twin.now_us)
+    except twin.Reset as r:
+        cause = r.args[0]
+        continue
+    except twin.End:
+        break
+
+hal = g.get("hal")
+if hal is not None:
+    for k in ("late", "plan", "period", "read_us"):
+        v = getattr(hal, k, None)
+        if isinstance(v, int):
+            twin.stats["hal_" + k] = v
+twin.stats["result"] = result
+twin.stats["causes"] = causes
+twin.stats["now_us"] = twin.now_us
+twin.stats["cpu_hz_end"] = twin.cpu_hz
+if fl is not None:
+    twin.stats["flash"] = {
+        "erases": fl.erases,
+        "prog_bytes": fl.prog_bytes,
+        "read_bytes": fl.read_bytes,
+        "us": fl.us,
+    }
+if ev_out is not None:
+    ev_out.close()
+with open(cfg["stats_out"], "w") as f:
+    json.dump(twin.stats, f)
