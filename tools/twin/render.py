@@ -81,11 +81,11 @@ def render(scn: Scenario, path: Path) -> dict:
     # Arc: per-second counts (host_sim), spread over the ten slices of each second.
     per_s = syn.arc_counts()
     arc_n = np.zeros(n, dtype=np.int64)
-    for j, c in enumerate(per_s):
+    for j, cnt in enumerate(per_s):
         for k in range(10):
-            s = j * 10 + k
-            if s < n:
-                arc_n[s] = (c * (k + 1)) // 10 - (c * k) // 10
+            sl = j * 10 + k
+            if sl < n:
+                arc_n[sl] = (cnt * (k + 1)) // 10 - (cnt * k) // 10
     arc_cum = np.concatenate(([0], np.cumsum(arc_n)[:-1]))
     header = {
         "format": "efd-twin-inputs/1",
@@ -104,8 +104,8 @@ def render(scn: Scenario, path: Path) -> dict:
         buf = bytearray(REC.size * n)
         for k in range(n):
             vals: list[int] = []
-            for c in cols:
-                vals += [int(c[0][k]), int(c[1][k]), int(c[2][k]), int(c[3][k])]
+            for col in cols:
+                vals += [int(col[0][k]), int(col[1][k]), int(col[2][k]), int(col[3][k])]
             vals += [max(0, round(v)) for v in ntc_uv[k]]
             vals += [int(arc_cum[k]), int(arc_n[k])]
             REC.pack_into(buf, k * REC.size, *vals)

@@ -114,7 +114,7 @@ def launch(work: Path, opts: Options) -> tuple[str, int]:
 
 
 def events(work: Path) -> list[SimEvent]:
-    out = []
+    out: list[SimEvent] = []
     path = work / "events.txt"
     if not path.exists():
         return out
