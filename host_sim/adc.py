@@ -68,8 +68,38 @@ def gain_q12(units_per_count: float) -> int:
     return round(units_per_count * 4096)
 
 
-# -- NTC thermistor (reference wiring: 10 k, beta 3950, low side, 10 k fixed; docs/ntc.md) -----
+# -- NTC thermistor (reference wiring, docs/ntc.md) ------------------------------------------
+# 3.3 V -- R_FIXED --+-- pin (ADC)
+#                    |
+#                 R_SERIES
+#                    |
+#                   NTC (10 k, beta 3950)
+#                    |
+#                   GND
+# The firmware reads the pin with ADC.read_uv() (calibrated) and scales it to the 12-bit code
+# 4095 * V / 3.3 V, so a code here is that ideal code. tools/gen_ntc_table.py has the same
+# defaults (tests/test_ntc.py checks they agree).
 KELVIN = 273.15
+NTC_SUPPLY_V = 3.3  # divider supply = the code scale's full scale
+NTC_R_FIXED = 10_000.0
+NTC_R_SERIES = 470.0
+# Lowest pin voltage a calibrated ESP32 read reports at 11 dB attenuation: raw code 0 comes out
+# as ~142 mV (the esp_adc_cal offset), so a pin below it reads as the floor.
+ADC_FLOOR_V = 0.142
+
+
+def ntc_volts(
+    temp_c: float | np.ndarray,
+    beta: float = 3950.0,
+    r0: float = 10_000.0,
+    t0_c: float = 25.0,
+    r_fixed: float = NTC_R_FIXED,
+    r_series: float = NTC_R_SERIES,
+) -> np.ndarray:
+    """Divider output (V at the ADC pin) for a low-side NTC at temp_c."""
+    t = np.asarray(temp_c, dtype=float) + KELVIN
+    r = r0 * np.exp(beta * (1.0 / t - 1.0 / (t0_c + KELVIN))) + r_series
+    return NTC_SUPPLY_V * r / (r + r_fixed)
 
 
 def ntc_code(
@@ -77,12 +107,39 @@ def ntc_code(
     beta: float = 3950.0,
     r0: float = 10_000.0,
     t0_c: float = 25.0,
-    r_fixed: float = 10_000.0,
+    r_fixed: float = NTC_R_FIXED,
+    r_series: float = NTC_R_SERIES,
 ) -> np.ndarray:
-    """Continuous ADC code a low-side NTC at temp_c produces (before rounding/noise)."""
-    t = np.asarray(temp_c, dtype=float) + KELVIN
-    r = r0 * np.exp(beta * (1.0 / t - 1.0 / (t0_c + KELVIN)))
-    return ADC_MAX * r / (r + r_fixed)
+    """Continuous ADC code a low-side NTC at temp_c produces (before rounding/noise):
+    4095 * ntc_volts(...) / 3.3 V."""
+    v = ntc_volts(temp_c, beta, r0, t0_c, r_fixed, r_series)
+    return ADC_MAX * v / NTC_SUPPLY_V
+
+
+def ntc_lead_volts(
+    kind: str, r_fixed: float = NTC_R_FIXED, r_series: float = NTC_R_SERIES
+) -> float:
+    """Pin voltage with a broken NTC lead: open (R_FIXED pulls the pin to the supply) or short
+    (only R_SERIES is left on the low side)."""
+    if kind == "open":
+        return NTC_SUPPLY_V
+    if kind == "short":
+        return NTC_SUPPLY_V * r_series / (r_series + r_fixed)
+    raise ValueError(f"lead fault kind must be 'open' or 'short', got {kind!r}")
+
+
+def read_code(volts: float) -> int:
+    """The code a calibrated ESP32 read gives for a pin voltage: never below the ADC floor,
+    at most full scale (a saturated read; real chips report 3.0..3.3 V, all past the open
+    rail)."""
+    v = min(max(volts, ADC_FLOOR_V), NTC_SUPPLY_V)
+    return round(ADC_MAX * v / NTC_SUPPLY_V)
+
+
+def ntc_lead_code(kind: str) -> int:
+    """Code of an NTC input with an open (ADC_MAX) or shorted (the ~148 mV left across
+    R_SERIES: ~184) lead."""
+    return read_code(ntc_lead_volts(kind))
 
 
 def ntc_codes(temp_c, noise_counts: float = 0.0, rng: np.random.Generator | None = None):

@@ -18,8 +18,6 @@ import math
 import numpy as np
 
 from efd import rms
-from efd.events import FAULT_OPEN, FAULT_SHORT
-from efd.ntc_table import FAULT_LO
 from host_sim import adc
 from host_sim.scenario import CtSegment, Scenario, TempSegment
 
@@ -57,9 +55,10 @@ def temp_at(seg: TempSegment, t: np.ndarray) -> np.ndarray:
 
 
 def ntc_rail(kind: str) -> int:
-    """ADC code of an NTC input whose lead is open or shorted, for the table's wiring."""
-    want = FAULT_OPEN if kind == "open" else FAULT_SHORT
-    return 0 if want == FAULT_LO else adc.ADC_MAX
+    """ADC code of an NTC input whose lead is open (full scale) or shorted (the voltage left
+    across the series resistor, ~148 mV = code 184: at the ESP32 ADC's floor, below the
+    table's bottom rail). tests/test_ntc.py checks efd.ntc classifies both."""
+    return adc.ntc_lead_code(kind)
 
 
 def ct_rail(kind: str) -> int:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from efd import rms, ticks
 from efd.config import ConfigError
 from efd.detector import Detector
-from host_sim import adc, drive
+from host_sim import adc, drive, synth
 from tests.bounded import Bounded, bounded_list
 from tests.signals import line_conditions, residual_codes
 
@@ -226,7 +226,9 @@ def test_ntc_open_or_short_is_a_fault_never_an_alarm(kind, ch, fault_s):
     n = 300
     det = Detector({"fault_delay_s": fault_s, "temp_delay_s": 0})
     temps = [adc.ntc_codes(np.full(n, 25.0)) for _ in range(4)]
-    temps[ch][50:200] = 4095 if kind == "open" else 0
+    # As a calibrated ESP32 read sees the lead: open = full scale, short = the ~148 mV left
+    # across the series resistor (code 184), not 0.
+    temps[ch][50:200] = synth.ntc_rail(kind)
     ev = drive.collect(det, n, temps=temps)
     f = kinds(ev, f"temp{ch}", "fault")
     assert f and f[0].value == {"open": 1, "short": 2}[kind] and f[0].t <= 5.0 + 10

@@ -24,6 +24,10 @@ FILES = {p.stem: p for p in sorted(HERE.glob("*.toml"))}
 Check = Callable[[list[dict], Scenario], None]
 CHECKS: dict[str, Check] = {}
 FAULT_REPORT_S = 10.0  # issue 4 / docs: faults reported within 10 s (GB 50166 allows 100 s)
+# A temperature reading has 0.1 degC resolution (a true 69.95 degC already reads 70.0) and the
+# NTC table is within 0.1 degC of its model near 70 degC (docs/ntc.md): an alarm while the point
+# is within this of the set value is on time, not early.
+TEMP_READING_C = 0.2
 
 
 def clause(name: str) -> Callable[[Check], Check]:
@@ -111,9 +115,10 @@ CHECKS["gb14287_2_ramp_fine_steps_alarm_value_80_100pct"] = _alarm_value_in_band
 def _temp_40s(ev: list[dict], scn: Scenario) -> None:
     set_c = scn.settings["temp_set_c"]
     reach = first_time(scn, "temp2", lambda v: v >= set_c)
+    early = first_time(scn, "temp2", lambda v: v >= set_c - TEMP_READING_C)
     alarms = pick(ev, "temp2", "alarm")
     assert len(alarms) == 1, ev
-    assert 0 <= alarms[0]["t"] - reach <= 40, (alarms[0]["t"], reach)
+    assert early <= alarms[0]["t"] <= reach + 40, (alarms[0]["t"], early, reach)
     assert not [e for e in ev if e["kind"] == "alarm" and e["channel"] != "temp2"], ev
 
 

@@ -6,26 +6,30 @@
 #
 # Error budget. Temperature detectors sold for this job (GB 14287.3) cover 45..150 degC with
 # +-1..+-2 degC accuracy, and the alarm set value sits at 70-80 % of the cable rating (PVC 70,
-# XLPE 90 degC). We spend at most 0.5 degC of that on the conversion, over -20..150 degC (cold
-# distribution rooms to well past any set value), leaving the rest to the thermistor (+-1 %
-# beta class), the fixed resistor and the ADC. The table's step is the largest power of two
-# that meets 0.5 degC at every integer code in that range; for the reference wiring (10 k NTC,
-# beta 3950, low side, 10 k fixed) that is 16 codes: 249 int16 entries, 498 bytes, 0.29 degC
-# worst case. Step 32 would be 1.2 degC: the curve bends hardest at the hot end (near code 80 a
-# code is already ~0.5 degC), which is exactly where accuracy matters. Outside -20..150 the
-# table stays within 1.5 degC (hot end, 150..200 degC). The ADC, not the table, limits the hot
-# end: see docs/ntc.md on the ESP32's dead zone near 0 V and the choice of fixed resistor.
+# XLPE 90 degC). The reading must be within +-1 degC over 0..150 degC; the conversion spends at
+# most 0.5 degC of that, leaving the rest to the thermistor, the divider resistors, the 3.3 V
+# rail and the ADC. The table's step is the largest power of two that meets 0.5 degC at every
+# integer code in 0..150 degC; for the reference wiring (10 k NTC, beta 3950, + 470 ohm in
+# series, low side, 10 k to 3.3 V) that is 16 codes: 206 int16 entries, 412 bytes, 0.37 degC
+# worst case (near 146 degC). Step 32 would be 0.94 degC: the curve bends hardest at the hot
+# end (near code 257 = 150 degC a code is already ~0.63 degC), which is where accuracy matters.
 #
-# Valid range and rails. Codes whose model temperature is -40..200 degC are the valid range
-# (CODE_MIN..CODE_MAX). Codes within RAIL (16) codes of 0 or 4095 are a broken lead: the table
-# module says which rail is open and which is short for its wiring (low-side NTC: open reads
-# full scale, short reads 0). Codes between the valid range and a rail (below -40 degC, or
-# 200 .. about 244 degC for the reference wiring) are plausible but off the table: classify()
-# accepts them and to_decic() clamps them to the end of the valid range. Clamping fails safe:
-# a reading hotter than 200 degC reports the hot end (~199 degC), above every set value, so it
-# alarms;
-# a reading colder than -40 degC never alarms. A thermistor really heated to the short rail
-# (~244 degC) would read as a fault, but it passes every alarm threshold first, and alarms latch.
+# Codes are 4095 * V / 3.3 V: the ESP32 HAL converts the calibrated ADC.read_uv() to that
+# scale. The ESP32 ADC at 11 dB reads nothing below ~0.14 V, so the series resistor keeps the
+# divider at 0.21 V (150 degC) .. 2.55 V (0 degC), inside its calibrated near-linear range
+# (docs/ntc.md).
+#
+# Valid range and rails. Codes whose model temperature is -10..180 degC are the valid range
+# (CODE_MIN..CODE_MAX). Readings below RAIL_LO (175 mV) or above RAIL_HI (2900 mV) are a broken
+# lead: the table module says which rail is open and which is short for its wiring (low-side
+# NTC: a short leaves 148 mV across the series resistor, at the ADC floor; open reads the ADC's
+# saturation, 3.0..3.3 V). Codes between the valid range and a rail (180 .. about 190 degC, or
+# -10 .. about -14 degC) are plausible but off the table: classify() accepts them and
+# to_decic() clamps them to the end of the valid range. Clamping fails safe: a reading hotter
+# than 180 degC reports 180 degC, above every set value (45..150), so it alarms; a reading
+# colder than -10 degC never alarms. A thermistor really heated past ~190 degC reads as a
+# short, but it passes every alarm threshold first, and alarms latch; one colder than ~-14 degC
+# reads as open (a fault report, not a missed alarm).
 #
 # Cost. to_decic() is called every window for each temperature channel: a clamp, a shift, a
 # mask, two array reads and one multiply, no allocation (checked with micropython.heap_lock()
@@ -53,7 +57,8 @@ def to_decic(code):
     """ADC code (0..4095) -> temperature in 0.1 degC (int), linear between table entries.
 
     Codes outside the valid range (CODE_MIN..CODE_MAX) are clamped to it, so the result always
-    lies between the table's -40 and 200 degC ends; ask classify() whether the code is a fault.
+    lies between the table's ends (-10 and 180 degC for the reference wiring); ask classify()
+    whether the code is a fault.
     """
     return interpolate(TABLE, BASE, SHIFT, CODE_MIN, CODE_MAX, code)
 
