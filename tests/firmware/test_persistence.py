@@ -1,5 +1,6 @@
 """Flash persistence under MicroPython: atomic settings under a kill at every write step, the
-event ring across reopen (reboot), and a simulated hour of the whole firmware in a small heap."""
+event log across reopen (reboot) and rotation, and a simulated hour of the whole firmware in a
+small heap. (The event log on LittleFS under power cuts: tests/twin/test_evlog_lfs.py.)"""
 
 from __future__ import annotations
 
@@ -89,20 +90,20 @@ except Exception:
     assert r.stdout.split("\n")[:3] == ["None 2", "None 6", "refused"]  # wire param ids
 
 
-def test_event_ring_survives_reopen_and_wraps(tmp_path, image):
+def test_event_log_survives_reopen_and_rotates(tmp_path, image):
     r = run_in(
         tmp_path,
         image,
         """
 from app.evlog import EventLog, CAP
 log = EventLog()
-for i in range(CAP + 10):
+for i in range(2 * CAP + 10):
     log.append(i, 1000 + i, i & 255, 2, 0, 300 + i, 300)
 log.ack(5)
 print(CAP, log.head, log.first_pending(), log.head - log.first_pending() + 1)
 log.f.close()
 log = EventLog()
-print(log.head, log.acked, log.first_pending(), log.read(log.head), log.read(3))
+print(log.head, log.acked, log.first_pending(), log.read(log.head), log.read(CAP))
 log.ack(log.head)
 log.f.close()
 print(EventLog().first_pending())
@@ -112,10 +113,13 @@ print(EventLog().first_pending())
     a, b, c = r.stdout.strip().splitlines()
     cap = int(a.split()[0])
     assert cap >= 1000
-    assert a.split()[1:] == [str(cap + 10), "11", str(cap)]  # the oldest 10 were overwritten
+    # Segment 2 started at id 2 * CAP + 5 and dropped segment 0 (ids 1..CAP, 5 of them acked).
+    assert a.split()[1:] == [str(2 * cap + 10), str(cap + 1), str(cap + 10)]
     head, acked, first = (int(x) for x in b.split()[:3])
-    assert (head, acked, first) == (cap + 10, 5, 11)
-    assert b.endswith("None")  # id 3 was overwritten
+    assert (head, acked, first) == (2 * cap + 10, cap, cap + 1)  # dropped = acknowledged
+    i = 2 * cap + 9
+    assert f"({i}, {1000 + i}, {i & 255}, 2, 0, {300 + i}, 300)" in b  # the newest, intact
+    assert b.endswith("None")  # id CAP was dropped with segment 0
     assert c == "0"
 
 
@@ -130,8 +134,10 @@ for i in range(3):
     log.append(i, i, i, 2, 0, i, 0)
 """,
     )
+    # events.bin is the log's tail: a 12-byte header, then 28-byte slots (record id i in slot
+    # i - 1 while the log is this short; app/evlog.py).
     data = bytearray((tmp_path / "events.bin").read_bytes())
-    data[16 + 3 * 32 + 5] ^= 0xFF  # corrupt record id 3 (a write cut short)
+    data[12 + 2 * 28 + 5] ^= 0xFF  # corrupt record id 3 (a write cut short)
     (tmp_path / "events.bin").write_bytes(data)
     r = run_in(tmp_path, image, "from app.evlog import EventLog; l = EventLog(); print(l.head)")
     assert r.stdout.strip() == "2"

@@ -29,9 +29,10 @@ except ImportError:  # used on its own (tests): no clock unless a charge callabl
 BLOCK = const(4096)  # erase unit: the 4 KB sector; also LittleFS's block (ioctl 5)
 PAGE = const(256)  # program unit of the chip: a program never crosses a page boundary
 
-# Timing. Chip: Winbond W25Q32JV (32 Mbit, 3 V), as on ESP32-WROOM-32 modules (those ship with a
-# 4 MB quad SPI flash; GigaDevice GD25Q32 on early lots, Winbond and others since). Datasheet
-# W25Q32JV rev. G (2018-03-27), section 9.6 "AC Electrical Characteristics", typical / maximum:
+# Timing. Chip: Winbond W25Q32JV (32 Mbit, 3 V, 4 KB sectors, 256 B pages), one of the 4 MB
+# quad SPI NOR flashes found on ESP32-WROOM-32 modules (GigaDevice GD25Q32 is another; their
+# figures are close). Winbond W25Q32JV datasheet (rev. G, 2018-03-27), table "AC Electrical
+# Characteristics", typical / maximum:
 T_SE_US = const(45000)  # tSE, sector erase (4 KB): 45 ms typ
 T_SE_MAX_US = const(400000)  # tSE max: 400 ms (worn or hot parts)
 T_PP_US = const(700)  # tPP, page program (256 B): 0.7 ms typ
@@ -48,7 +49,7 @@ T_BP2_MAX_NS = const(12000)  # tBP2 max
 # flash frequency, esptool --flash_freq 40m).
 CHUNK = const(64)
 BUS_MHZ = const(40)
-READ_LINES = const(4)  # QIO: 4 data bits per clock (Quad I/O Fast Read, EBh)
+READ_LINES = const(4)  # QIO: 4 data bits per clock (Quad I/O Fast Read, EBh); DIO would be 2
 READ_CMD_CLOCKS = const(20)  # EBh: 8 command + 6 address + 2 mode + 4 dummy clocks
 PROG_CMD_CLOCKS = const(40)  # 02h Page Program on 1 line: 8 command + 24 address + WREN's 8
 # Per call software cost (esp_partition_read/write/erase_range: argument checks, the flash
@@ -64,9 +65,10 @@ class PowerCut(BaseException if twin is None else twin.Reset):
 
 class Flash:
     """A NOR flash of `blocks` 4 KB sectors stored in the host file `path` (created blank, all
-    0xFF, if missing or shorter). `charge(us)` is told the time of every operation (default: the
-    twin's clock when `twin` imports, else nothing); worst=True charges every operation at its
-    datasheet maximum instead of the typical figure."""
+    0xFF, if missing or shorter; 512 blocks = the 2 MB `vfs` partition of the ESP32 port's 4 MB
+    partition table, ports/esp32/partitions-4MiB.csv). `charge(us)` is told the time of every
+    operation (default: the twin's clock when `twin` imports, else nothing); worst=True charges
+    every operation at its datasheet maximum instead of the typical figure."""
 
     def __init__(self, path, blocks=512, charge=None, worst=False, strict=True):
         self.blocks = blocks
@@ -238,7 +240,8 @@ class Flash:
             self._fail()
 
     def blank(self, n):
-        """True if block n reads all 0xFF (never programmed since its last erase)."""
+        """True if block n reads all 0xFF (never programmed since its last erase). A look at the
+        chip for mount(), not a read by the firmware: not counted, no time charged."""
         f = self.f
         old = self.old
         for p in range(BLOCK // PAGE):
