@@ -48,7 +48,7 @@ def check_call(
     table: dict[str, Any] | None = None,
 ) -> str | None:
     """None if the ESP32 port accepts `module[.cls].name(<nargs positional>, **kwargs)`, else
-    "<Exception>: <the port's message> (<which name or keyword, and what is allowed>)".
+    "<Exception>: <the port's message> [<which name or keyword, and what is allowed>]".
 
     cls None: a module-level name; name None: the constructor of `cls`; nargs None: attribute
     access only (no call); nargs never counts self.
@@ -57,4 +57,49 @@ def check_call(
     if r is None:
         return None
     exc, message, detail = r
-    return f"{exc.__name__}: {message} ({detail})"
+    return f"{exc.__name__}: {message} [{detail}]"
+
+
+# What the twin models (tools/twin/board/machine.py, esp32.py): the run gives the twin only these
+# entries. The whole table as MicroPython objects would sit in the twin's heap, and every
+# collection the firmware triggers (gc.threshold) would walk it: a run became ~4x slower.
+MODELLED = {
+    "machine": (
+        "Pin",
+        "ADC",
+        "UART",
+        "WDT",
+        "RTC",
+        "freq",
+        "reset",
+        "soft_reset",
+        "reset_cause",
+        "unique_id",
+        "idle",
+        "disable_irq",
+        "enable_irq",
+    ),
+    "esp32": ("PCNT",),
+}
+_DOC_KEYS = frozenset(
+    ("source", "c", "c_fun", "c_obj", "c_type", "signature", "args_source", "notes")
+)
+
+
+def _strip(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k not in _DOC_KEYS}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+def for_twin(table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The part of the table the twin checks against: modelled names, no documentation."""
+    t = table or _default_table()
+    out: dict[str, Any] = {"modules": {}}
+    for mod, names in MODELLED.items():
+        m = t["modules"][mod]
+        members = {n: _strip(m["members"][n]) for n in names if n in m["members"]}
+        out["modules"][mod] = {"members": members}
+    return out
