@@ -31,7 +31,12 @@ PACKAGES = {
     "protocol": (ROOT / "protocol", ("gen_vectors.py",)),
 }
 # The HAL the target does not use is left out of its image.
-SKIP_BY_ARCH = {"xtensawin": ("app/hal_sim.py", "app/sim_io.py"), "x64": ("app/hal_esp32.py",)}
+# protocol/host.py (names, host-side decoders) is never loaded by the detector: the board twin runs
+# the ESP32 image without it, so any import of it on the detector's path would show there.
+SKIP_BY_ARCH = {
+    "xtensawin": ("app/hal_sim.py", "app/sim_io.py", "protocol/host.py"),
+    "x64": ("app/hal_esp32.py",),
+}
 # sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h MP_NATIVE_ARCH_*)
 ARCH_BY_CODE = {
     0: None,

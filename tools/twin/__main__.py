@@ -30,9 +30,14 @@ FIGURE_LABELS = {
     "watchdog_margin_ms": "watchdog margin, min (ms)",
     "watchdog_resets": "watchdog resets",
     "flash_erases": "flash block erases",
-    "replies": "RS-485 replies",
-    "reply_ms_p50": "poll -> reply p50 (ms)",
-    "reply_ms_p99": "poll -> reply p99 (ms)",
+    "replies": "RS-485 replies to POLL",
+    "reply_ms_p50": "POLL -> reply p50 (ms)",
+    "reply_ms_p99": "POLL -> reply p99 (ms)",
+    "reply_ms_max": "POLL -> reply max (ms)",
+    "ack_replies": "RS-485 replies to ACK",
+    "ack_reply_ms_p50": "ACK -> reply p50 (ms)",
+    "ack_reply_ms_p99": "ACK -> reply p99 (ms)",
+    "ack_reply_ms_max": "ACK -> reply max (ms)",
     "de_high_pct": "RS-485 driver enabled (% of time)",
 }
 

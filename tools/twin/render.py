@@ -95,8 +95,9 @@ def render(scn: Scenario, path: Path) -> dict:
         "n_slices": n,
         "shape_points": SHAPE_POINTS,
         "n_shapes": len(shapes),
-        # Scenario resets are presses of the front-panel button (held 300 ms: a short press).
-        "presses": [[round(r * 1e6), round(r * 1e6) + 300_000] for r in scn.reset],
+        # A scenario reset is a short press of the front-panel button (150 ms) released just
+        # before the reset time: the firmware acts on the release (app.hal_esp32.button).
+        "presses": [[round(r * 1e6) - 170_000, round(r * 1e6) - 20_000] for r in scn.reset],
     }
     with open(path, "wb") as out:
         out.write(json.dumps(header).encode() + b"\n")

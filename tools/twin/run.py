@@ -20,11 +20,10 @@ from efd.names import CHANNEL_NAMES, KIND_NAMES
 from host_sim.scenario import Scenario
 from host_sim.simulate import SimEvent
 from tools import fwbuild
-from tools.twin import render
+from tools.twin import api, render
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = Path(__file__).resolve().parent / "board"
-API_TABLE = Path(__file__).resolve().parent / "esp32_api.json"
 DEVICE = 0x12345678
 KEY = bytes(range(32))
 
@@ -44,7 +43,7 @@ class Options:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The twin's own models share the heap with the firmware: the heap budget is not what this
     # measures (tests/firmware runs the firmware alone in 64 KB).
-    heap_kb: int = 1024
+    heap_kb: int = 256
     timeout_s: float = 600.0
     flash: str = "lfs"  # "lfs": LittleFS on the flash model; "posix": a host folder
     image: Path | None = None  # a built image to reuse (build_image()); default: build one
@@ -80,6 +79,7 @@ def prepare(scn: Scenario, work: Path, opts: Options) -> dict[str, Any]:
     (files / "identity.json").write_text(json.dumps({"device": DEVICE, "key": KEY.hex()}))
     (files / "config.json").write_text(json.dumps(scn.settings))
     render.render(scn, work / "inputs.bin")
+    (work / "api.json").write_text(json.dumps(api.for_twin(), separators=(",", ":")))
     params = dict(opts.params)
     params["vref_mv"] = opts.vref_mv
     if opts.adc_read_us is not None:
@@ -91,7 +91,7 @@ def prepare(scn: Scenario, work: Path, opts: Options) -> dict[str, Any]:
         "end_us": round(scn.duration_s * 1e6),
         "cpu_hz": opts.cpu_mhz * 1_000_000,
         "params": params,
-        "api": str(API_TABLE),
+        "api": str(work / "api.json"),
     }
     if opts.flash == "lfs":
         cfg["flash_image"] = str(work / "flash.img")
@@ -156,13 +156,14 @@ def figures(res: TwinResult) -> dict[str, Any]:
     fl = s.get("flash")
     if fl:
         out["flash_erases"] = fl.get("erases")
-    lat = sorted(s.get("reply_latency_us", []))
-    if lat:
-        out["replies"] = len(lat)
-        out["reply_ms_p50"] = round(lat[len(lat) // 2] / 1000, 1)
-        out["reply_ms_p99"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000, 1)
-        out["reply_ms_max"] = round(lat[-1] / 1000, 1)
-    for k in ("polls", "poll_timeouts", "acks", "rx_lost_de_high", "tx_undriven_bytes"):
+    for key, name in (("reply_latency_us", "reply"), ("ack_reply_latency_us", "ack_reply")):
+        lat = sorted(s.get(key, []))
+        if lat:
+            out[name.replace("reply", "replies")] = len(lat)
+            out[name + "_ms_p50"] = round(lat[len(lat) // 2] / 1000, 1)
+            out[name + "_ms_p99"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000, 1)
+            out[name + "_ms_max"] = round(lat[-1] / 1000, 1)
+    for k in ("polls", "poll_timeouts", "acks", "late_replies", "rx_lost_de_high"):
         if k in s:
             out[k] = s[k]
     if "de_high_us" in s and s.get("now_us"):

@@ -6,6 +6,8 @@
 # What the transceiver does (MAX3485 data sheet, function table): with DE high the driver puts
 # our TX on the bus and the receiver is off (/RE high), so bytes from the master are lost; with
 # DE low our TX never reaches the bus. Every byte's fate is decided by the DE level during it.
+import struct
+
 import twin
 from machine import level_at
 
@@ -13,6 +15,12 @@ from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
 from protocol.stream import StreamDecoder
+
+# The master uses only the codec modules the detector's image has (protocol.host is not on the
+# board): it builds POLL and ACK with the encoder's header/tag/CRC steps and reads replies with
+# the detector's own decoder, which leaves uplink payloads undecoded (E_DIRECTION) but gives
+# their type, seq and raw frame.
+_HEADER_LEN = 10
 
 _MAX_WIRE_BYTES = 256  # SPEC.md §9: the gateway waits 20 ms + the time of a 256-byte frame
 
@@ -101,20 +109,39 @@ class Master:
         key = Key(bytes.fromhex(cfg["key"])) if cfg.get("key") else None
         self.ctr = cfg.get("master_counter0", 1 << 24)
         self.enc = fr.Encoder(cfg["device"], key, self._counter)
-        self.dec = StreamDecoder(uplink=True)
+        self.dec = StreamDecoder(uplink=False)
         self.next_at = cfg.get("poll_start_ms", 1000) * 1000
         self.sent_end = -1  # end of the frame we wait on a reply to (-1: idle)
         self.reply_at = -1  # first byte of that reply
         self.deadline = 0
         self.last_poll = -self.poll_us
-        self.lat = twin.stats.setdefault("reply_latency_us", [])
+        self.lat = twin.stats.setdefault("reply_latency_us", [])  # to POLLs
+        self.ack_lat = twin.stats.setdefault("ack_reply_latency_us", [])  # to ACKs
+        self.sent_poll = True
         self.acked = twin.stats.setdefault("acked_events", [])
 
     def _counter(self):
         self.ctr += 1
         return self.ctr
 
+    def _poll(self):
+        e = self.enc
+        e._header(M.POLL, 0, False, -1)
+        return bytes(e.view(e._finish(_HEADER_LEN, False, 0)))
+
+    def _ack(self, typ, seq, crc):
+        e = self.enc
+        e._header(M.ACK, 0, True, -1)
+        struct.pack_into("<BBH", e.frame, _HEADER_LEN, typ, seq, crc)
+        return bytes(e.view(e._finish(_HEADER_LEN + 4, True, -1)))
+
     def _send(self, t, wire):
+        # Whatever arrived before this request is not its reply (a late answer to an earlier
+        # one): read it off and start the decoder afresh, as a master flushes its input.
+        for _s, _e, b in self.bus.seen_up(t):
+            if b >= 0:
+                for _f in self.dec.feed(bytes((b,))):
+                    twin.stat("late_replies")
         self.bus.send_down(t, wire, self.byte_us)
         self.sent_end = t + len(wire) * self.byte_us
         self.deadline = self.sent_end + self.wait_us
@@ -127,7 +154,8 @@ class Master:
                     return
                 t = self.next_at
                 self.last_poll = t
-                self._send(t, self.enc.message(M.POLL, 0, {}))
+                self._send(t, self._poll())
+                self.sent_poll = True
                 twin.stat("polls")
                 continue
             got = None
@@ -141,13 +169,17 @@ class Master:
                         got = (f, e)
             if got is not None:
                 f, e = got
-                self.lat.append(self.reply_at - self.sent_end)
+                if self.reply_at >= 0:
+                    lat = self.lat if self.sent_poll else self.ack_lat
+                    lat.append(self.reply_at - self.sent_end)
                 self.sent_end = -1
                 nxt = e + self.turn_us
-                if f.ok and f.type == M.EVENT:
+                raw = f.raw
+                if f.type == M.EVENT and raw is not None and len(raw) > 2:
                     self.acked.append(f.seq)
-                    ack = {"ack_type": f.type, "ack_seq": f.seq, "ack_crc": f.crc}
-                    self._send(nxt, self.enc.message(M.ACK, 0, ack, auth=True))
+                    crc = raw[-2] | raw[-1] << 8
+                    self._send(nxt, self._ack(f.type, f.seq, crc))
+                    self.sent_poll = False
                     twin.stat("acks")
                     continue
                 self.next_at = max(nxt, self.last_poll + self.poll_us)

@@ -116,7 +116,7 @@ class PCNT:
 
     def value(self, *args):
         _check("PCNT", "value", len(args), {})
-        twin.charge(twin.cpu_us(twin.P["pin_call_us"]))
+        twin.charge(twin.cost[3])
         v = self._count()
         if args:
             if args[0] != 0:

@@ -10,6 +10,8 @@ import json
 import struct
 from array import array
 
+import micropython
+
 _REC = "<HiiIHiiIHiiIHiiIIIIIIH"  # 4 x (shape, amp, bias, noise), 4 NTC uV, arc cum, arc n
 _REC_SIZE = struct.calcsize(_REC)
 
@@ -49,6 +51,7 @@ class Inputs:
             self.t1 = self.t0 + self.slice_us if k < self.n - 1 else 1 << 62
         return self.rec
 
+    @micropython.native
     def _noise(self, sigma):
         # Triangular noise with standard deviation sigma (sum of two uniforms, x sqrt(6)):
         # cheap, deterministic (LCG), close enough to the simulator's Gaussian for thresholds.
@@ -59,6 +62,7 @@ class Inputs:
         self.seed = s
         return (u + s - 0x7FFFFFFF) * sigma * 2449 // (0x7FFFFFFF * 1000)
 
+    @micropython.native
     def ct_uv(self, ch, t_us):
         """Microvolts at CT input ch (0 residual, 1..3 phases) at time t_us."""
         r = self.rec

@@ -7,6 +7,7 @@
 # Behaviour: ADC transfer curve per chip and eFuse calibration, read cost, CPU frequency, soft
 # pin IRQs, UART byte timing on a half-duplex RS-485 bus, task watchdog, RTC across resets.
 # Every parameter is in twin.P, set by launch.py, where each one's source is written down.
+import micropython
 import twin
 import utime
 
@@ -152,7 +153,7 @@ class Pin:
             self.mode = mode
         if value is not None:
             _set_level(self.id, value)
-        twin.charge(twin.cpu_us(twin.P["pin_call_us"]))
+        twin.charge(twin.cost[3])
 
     def init(self, *args, **kw):
         _check("Pin", "init", len(args), kw)
@@ -160,7 +161,7 @@ class Pin:
 
     def value(self, *args):
         _check("Pin", "value", len(args), {})
-        twin.charge(twin.cpu_us(twin.P["pin_call_us"]))
+        twin.charge(twin.cost[3])
         if args:
             _set_level(self.id, args[0])
             return None
@@ -230,6 +231,7 @@ _OFFSET_MV = (75, 78, 107, 142)
 _burst = [-1, -1, 0]  # first and last residual read of the current burst, samples in it
 
 
+@micropython.native
 def _burst_track(t):
     # A burst is a run of residual-CT reads with no gap over 1.5 ms (3 sample periods): its
     # length is the window the firmware really sampled (100 ms at 50 Hz if all on time).
@@ -272,17 +274,20 @@ class ADC:
         self.gpio = gpio
         self._atten = 0  # ADC_ATTEN_DB_0 until set (machine_adc.c default)
         self.src = twin.P["analog_pins"].get(str(gpio))
-        self.residual = self.src is not None and self.src[0] == "ct" and self.src[1] == 0
+        self.ct = self.src[1] if self.src is not None and self.src[0] == "ct" else -1
         if "atten" in kw and kw["atten"] is not None:
             self._atten = kw["atten"]
+        self._curve()
 
     def init(self, *args, **kw):
         _check("ADC", "init", len(args), kw)
         if "atten" in kw and kw["atten"] is not None:
             self._atten = kw["atten"]
+            self._curve()
 
     def atten(self, a):
         self._atten = a
+        self._curve()
 
     def width(self, *args):
         return 12
@@ -300,19 +305,29 @@ class ADC:
         sel = levels.get(twin.P["mux_gpio"][0], 0) | levels.get(twin.P["mux_gpio"][1], 0) << 1
         return _inputs.ntc_uv(sel, twin.now_us)
 
+    @micropython.native  # the twin's hottest path: native code on the host, ~2x
     def _raw(self):
         # The sample-and-hold takes the pin voltage as the call starts; the call then costs the
         # driver's conversion plus the interpreter's work (P["adc_fixed_us"], P["adc_read_us"]).
         # Hot path (hundreds of thousands of calls a run): integer maths, no dict look-ups.
-        uv = self._uv_at_pin()
-        if self.residual:
-            _burst_track(twin.now_us)
-        twin.now_us += cost[0]
-        a = self._atten
-        # raw = (mV - offset) / (Vref * scale / 2^28), rounded, in integers.
-        d = twin.P["vref_mv"] * _SCALE[a] * 1000
-        raw = ((uv - _OFFSET_MV[a] * 1000) * 268435456 + d // 2) // d
+        if self.ct >= 0 and _inputs is not None:
+            uv = _inputs.ct_uv(self.ct, twin.now_us)
+            if self.ct == 0:
+                _burst_track(twin.now_us)
+        else:
+            uv = self._uv_at_pin()
+        twin.now_us += twin.cost[0]
+        # raw = (mV - offset) / (Vref * scale / 2^28), rounded, in integers (see _curve).
+        d = self._d
+        raw = ((uv - self._off_uv) * 268435456 + (d >> 1)) // d
         return 0 if raw < 0 else (4095 if raw > 4095 else raw)
+
+    def _curve(self):
+        # The chip's curve (true reference) and read_uv's (eFuse reference) at this attenuation.
+        a = self._atten
+        self._d = twin.P["vref_mv"] * _SCALE[a] * 1000
+        self._off_uv = _OFFSET_MV[a] * 1000
+        self._coeff = (twin.P["vref_mv"] + twin.P["efuse_vref_error_mv"]) * _SCALE[a] // 4096
 
     def read_u16(self):
         raw = self._raw()
@@ -321,23 +336,22 @@ class ADC:
     def read(self):
         return self._raw()
 
+    @micropython.native
     def read_uv(self):
         raw = self._raw()
-        twin.now_us += cost[1]
-        a = self._atten
-        coeff_a = (twin.P["vref_mv"] + twin.P["efuse_vref_error_mv"]) * _SCALE[a] // 4096
-        mv = (raw * coeff_a + 32768) // 65536 + _OFFSET_MV[a]
+        twin.now_us += twin.cost[1]
+        mv = (raw * self._coeff + 32768) // 65536 + self._off_uv // 1000
         return mv * 1000  # adc.c madcblock_read_uv_helper: the IDF's mV times 1000
 
 
-# Per-call costs at the current CPU frequency: [ADC read, read_uv extra]; set_costs() on a
-# frequency change (so the hot path does no arithmetic on parameters).
-cost = [0, 0]
-
-
 def set_costs():
-    cost[0] = twin.P["adc_fixed_us"] + twin.cpu_us(twin.P["adc_read_us"])
-    cost[1] = twin.cpu_us(twin.P["adc_cali_us"])
+    """twin.cost at the current CPU clock (the hot paths do no arithmetic on parameters)."""
+    c = twin.cost
+    c[0] = twin.P["adc_fixed_us"] + twin.cpu_us(twin.P["adc_read_us"])
+    c[1] = twin.cpu_us(twin.P["adc_cali_us"])
+    c[2] = twin.cpu_us(twin.P["ticks_call_us"])
+    c[3] = twin.cpu_us(twin.P["pin_call_us"])
+    c[4] = twin.cpu_us(twin.P["uart_call_us"])
 
 
 # -- UART ------------------------------------------------------------------------------------------
@@ -372,7 +386,7 @@ class UART:
         n = len(buf)
         # ports/esp32/machine_uart.c write: uart_write_bytes copies into the driver's TX ring
         # buffer and returns; the bytes leave at the baud rate.
-        twin.charge(twin.cpu_us(twin.P["uart_call_us"]))
+        twin.charge(twin.cost[4])
         start = twin.now_us if twin.now_us > self.tx_end else self.tx_end
         self.tx_end = start + n * self._byte_us()
         if self.bus is not None:
@@ -380,21 +394,21 @@ class UART:
         return n
 
     def txdone(self):
-        twin.charge(twin.cpu_us(twin.P["uart_call_us"]))
+        twin.charge(twin.cost[4])
         return twin.now_us >= self.tx_end
 
     def flush(self):
         # machine_uart.c: uart_wait_tx_done(..., 1000 ms): blocks until the last stop bit.
-        twin.charge(twin.cpu_us(twin.P["uart_call_us"]))
+        twin.charge(twin.cost[4])
         if self.tx_end > twin.now_us:
             twin.charge(self.tx_end - twin.now_us)
 
     def any(self):
-        twin.charge(twin.cpu_us(twin.P["uart_call_us"]))
+        twin.charge(twin.cost[4])
         return self.bus.pending(twin.now_us) if self.bus is not None else 0
 
     def readinto(self, buf, nbytes=-1):
-        twin.charge(twin.cpu_us(twin.P["uart_call_us"]))
+        twin.charge(twin.cost[4])
         if self.bus is None:
             return None
         n = self.bus.take(twin.now_us, buf, len(buf) if nbytes < 0 else nbytes)

@@ -16,14 +16,14 @@ def _ticks_us():
 
 
 def ticks_us():
-    # A call from viper/bytecode: a few us of interpreter work (estimate, see launch.py TICKS_US).
-    twin.charge(twin.cpu_us(twin.P["ticks_call_us"]))
-    return _ticks_us() & _MASK
+    # A call from viper/bytecode: a few us of interpreter work (launch.py "ticks_call_us").
+    twin.charge(twin.cost[2])
+    return (twin.now_us - twin.boot_us) & _MASK
 
 
 def ticks_ms():
-    twin.charge(twin.cpu_us(twin.P["ticks_call_us"]))
-    return (_ticks_us() // 1000) & _MASK
+    twin.charge(twin.cost[2])
+    return ((twin.now_us - twin.boot_us) // 1000) & _MASK
 
 
 def ticks_cpu():

@@ -23,6 +23,10 @@ cpu_hz = 160000000  # the generic ESP32 build boots at 160 MHz (ports/esp32 sdkc
 # Board parameters (set by the launcher from the run's JSON config; each documented there).
 P = {}
 
+# Costs of the hot calls at the current CPU clock, in us (machine.set_costs fills it on boot and
+# on every machine.freq()): [ADC read, read_uv arithmetic, ticks call, pin call, UART call].
+cost = [0, 0, 0, 0, 0]
+
 # Per-run statistics the models keep, written to the stats file by the launcher.
 stats = {}
 
@@ -50,10 +54,11 @@ def charge(us):
     if dead:
         raise Reset(cause)
     now_us += us
-    if end_us >= 0 and now_us >= end_us:
+    if now_us >= end_us >= 0:
         raise End()
-    for hook in _hooks:
-        hook(now_us)
+    if _hooks:
+        for hook in _hooks:
+            hook(now_us)
 
 
 # Called with now_us after every charge: the watchdog registers here, so a hang in anything
