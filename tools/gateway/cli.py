@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reply-timeout",
         type=float,
         help="seconds to wait for a reply on the "
-        "bus (default: 20 ms + a 256-byte frame at the baud rate, SPEC.md section 9)",
+        "bus (default: 150 ms + a 256-byte frame at the baud rate, SPEC.md section 9)",
     )
     r.add_argument("--flush-interval", type=float, default=0.05, help="batch commit interval s")
     r.add_argument(

@@ -33,7 +33,7 @@ class Options:
     prefix: str = "efd"
     serial: list[tuple[str, int]] = field(default_factory=list)
     poll: list[int] = field(default_factory=list)
-    reply_timeout: float | None = None  # None: 20 ms + a 256-byte frame at the baud rate
+    reply_timeout: float | None = None  # None: 150 ms + a 256-byte frame at the baud rate
     poll_interval: float = 1.0
     flush_interval: float = 0.05
     command_retry: float = 2.0  # SPEC.md section 8 (UDP/MQTT): first timeout, doubling

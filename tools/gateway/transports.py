@@ -230,6 +230,9 @@ class MqttLink:
         self.client.loop_stop()
 
 
+REPLY_START_S = 0.150  # SPEC.md section 9: a detector's reply MUST start within 150 ms
+
+
 class SerialLink:
     """A serial port in its own thread. Without `poll`, a listener: the device(s) push frames
     (point-to-point RS-232/USB or a bus where detectors talk on their own). With `poll` (device
@@ -256,8 +259,9 @@ class SerialLink:
         self.port = port
         self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.02)
         self.poll = poll or []
-        # SPEC.md section 9: 20 ms turnaround + a maximum frame (256 bytes, 10 bits each).
-        self.reply_timeout = reply_timeout or 0.020 + 256 * 10 / baud
+        # SPEC.md section 9: a reply starts within 150 ms (a POLL's usually within 20 ms), then
+        # a maximum frame (256 bytes, 10 bits each) takes its transmission time.
+        self.reply_timeout = reply_timeout or REPLY_START_S + 256 * 10 / baud
         self.poll_interval = poll_interval
         self.flush_request = flush_request
         self.dec = StreamDecoder()
