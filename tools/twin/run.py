@@ -57,14 +57,18 @@ class TwinResult:
     output: str
 
 
-def build_image(out: Path, hal: Path | None = None) -> Path:
+def build_image(out: Path, hal: Path | None = None, replace: dict[str, Path] | None = None) -> Path:
     """The ESP32 image (its file set: hal_esp32, no hal_sim) compiled for this host's CPU.
-    `hal` replaces app/hal_esp32.py (tests run earlier HALs to show what the twin catches)."""
+    `hal` replaces app/hal_esp32.py, `replace` any library module ({"app/evlog.py": path}):
+    tests run earlier versions to show what the twin catches."""
     fwbuild.build("x64", out, board="xtensawin")
+    swaps = dict(replace or {})
     if hal is not None:
-        dst = out / "lib" / "app" / "hal_esp32.mpy"
-        cmd = [fwbuild.mpy_cross(), "-march=x64", "-s", "app/hal_esp32.py", "-o", str(dst)]
-        subprocess.run([*cmd, str(hal)], check=True, capture_output=True)
+        swaps["app/hal_esp32.py"] = hal
+    for rel, src in swaps.items():
+        dst = out / "lib" / rel.replace(".py", ".mpy")
+        cmd = [fwbuild.mpy_cross(), "-march=x64", "-s", rel, "-o", str(dst), str(src)]
+        subprocess.run(cmd, check=True, capture_output=True)
     return out
 
 

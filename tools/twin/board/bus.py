@@ -1,6 +1,6 @@
 # The RS-485 bus on the twin: a MAX3485-style half-duplex transceiver with DE and /RE tied to one
 # GPIO, and a polling master on the other end that follows protocol/SPEC.md §9 the way
-# tools/gateway's SerialTransport does (POLL, wait 20 ms + a maximum frame's time for the reply,
+# tools/gateway's SerialTransport does (POLL, wait 150 ms + a maximum frame's time for the reply,
 # ACK every event, next device).
 #
 # What the transceiver does (MAX3485 data sheet, function table): with DE high the driver puts
@@ -104,7 +104,7 @@ class Master:
         self.bus = bus
         self.byte_us = 10000000 // cfg["baud"]
         self.poll_us = cfg["poll_ms"] * 1000
-        self.wait_us = 20000 + _MAX_WIRE_BYTES * self.byte_us
+        self.wait_us = 150000 + _MAX_WIRE_BYTES * self.byte_us  # SPEC.md §9
         self.turn_us = cfg.get("turnaround_us", 2000)
         key = Key(bytes.fromhex(cfg["key"])) if cfg.get("key") else None
         self.ctr = cfg.get("master_counter0", 1 << 24)

@@ -63,6 +63,10 @@ class PowerCut(BaseException if twin is None else twin.Reset):
     swallow it."""
 
 
+# Made once: it may be raised from inside LittleFS, where the heap can be locked (no new objects).
+_CUT = PowerCut(1)
+
+
 class Flash:
     """A NOR flash of `blocks` 4 KB sectors stored in the host file `path` (created blank, all
     0xFF, if missing or shorter; 512 blocks = the 2 MB `vfs` partition of the ESP32 port's 4 MB
@@ -139,7 +143,7 @@ class Flash:
         self.dead = True
         if twin is not None and self.charge is twin.charge:
             twin.dead = True  # a reset is unwinding: the twin's other models stop acting too
-        raise PowerCut(1)
+        raise _CUT
 
     def _spend(self, us):
         self.us += us

@@ -48,6 +48,10 @@ DEFAULTS = {
     "timed_pins": [4],
     "bus_uart": 2,
     "pin_cpu": False,  # True: machine.freq(hz) is accepted but the clock stays (a what-if run)
+    # Fault injection: the main loop hangs at its first watchdog feed after this time (-1: never).
+    "hang_at_us": -1,
+    # Flash timings: False = the datasheet's typical figures, True = its maxima (flash.py).
+    "flash_worst": False,
 }
 
 BOARD = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
@@ -97,7 +101,7 @@ if cfg.get("flash_image"):
     import flash
     import vfs
 
-    fl = flash.Flash(cfg["flash_image"])
+    fl = flash.Flash(cfg["flash_image"], worst=twin.P["flash_worst"])
     flash.mount(fl, root)
     try:
         os.stat(root + "/main.py")
@@ -167,14 +171,14 @@ while True:
     machine._irqs.clear()
     esp32.reset()
     _purge()
-    if fl is not None and twin.boots > 1:
-        # A reset drops LittleFS's RAM state: mount again from what is on the chip.
-        os.chdir("/")
-        vfs.umount(root)
-        fl.power_on()
-        flash.mount(fl, root)
-        os.chdir(root)
     try:
+        if fl is not None and twin.boots > 1:
+            # A reset drops LittleFS's RAM state: mount again from what is on the chip.
+            os.chdir("/")
+            vfs.umount(root)
+            fl.power_on()
+            flash.mount(fl, root)
+            os.chdir(root)
         twin.charge(twin.P["boot_ms"] * 1000)
         twin.boot_us = twin.now_us
         _observe_events()

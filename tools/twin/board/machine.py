@@ -445,6 +445,13 @@ class WDT:
             twin.stats["wdt_timeout_us"] = self.timeout_us
         self.fed = twin.now_us
         twin.stat("wdt_feeds")
+        if 0 <= twin.P["hang_at_us"] <= twin.now_us:
+            # Fault injection (launch.py "hang_at_us"): from here the loop never feeds again,
+            # as if stuck in a driver; once per run.
+            twin.P["hang_at_us"] = -1
+            twin.stat("hangs")
+            while True:
+                twin.charge(1000)
         # The firmware feeds once per loop: charge the loop's Python work here (launch.py).
         twin.charge(twin.cpu_us(twin.P["loop_work_us"]))
 

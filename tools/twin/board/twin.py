@@ -39,6 +39,12 @@ class End(BaseException):
     """The scenario is over: the launcher stops the run."""
 
 
+# Raised from inside models that LittleFS calls with the heap locked (flash.py): an exception
+# made there would be a MemoryError, so the instances are made once, here.
+_END = End()
+_RESETS = [Reset(c) for c in range(6)]
+
+
 def stat(name, n=1):
     stats[name] = stats.get(name, 0) + n
 
@@ -52,10 +58,10 @@ def charge(us):
     """Advance the virtual clock by `us` microseconds (the cost of what just ran)."""
     global now_us
     if dead:
-        raise Reset(cause)
+        raise _RESETS[cause]
     now_us += us
     if now_us >= end_us >= 0:
-        raise End()
+        raise _END
     if _hooks:
         for hook in _hooks:
             hook(now_us)
@@ -78,7 +84,7 @@ def reset(code):
     """Reset the board now: from inside a model (watchdog) or from machine.reset()."""
     global dead
     dead = True
-    raise Reset(code)
+    raise _RESETS[code]
 
 
 # -- RTC -----------------------------------------------------------------------------------------
