@@ -56,7 +56,11 @@ PORT ?=
 DEVICE ?=
 KEY_FILE ?=
 CONFIG ?=
-.PHONY: firmware virtual-device deploy provision check-esp32
+SCENARIO ?= host_sim/scenarios/demo.toml
+.PHONY: firmware virtual-device deploy provision check-esp32 twin
+
+twin: $(STAMP)  ## the ESP32 image on the board twin: make twin SCENARIO=file.toml [ARGS="--vref-mv 1000"]
+	$(PY) -m tools.twin run $(SCENARIO) $(ARGS)
 
 firmware: $(STAMP)  ## build the ESP32 image (lib as xtensawin .mpy) into build/fw
 	$(PY) -m tools.fwbuild --arch xtensawin --out build/fw

@@ -20,6 +20,10 @@ from host_sim import report
 from host_sim.scenario import ScenarioError, load
 
 FIGURE_LABELS = {
+    "result": "run ended (end: scenario over; repl: stopped)",
+    "boots": "boots",
+    "reset_causes": "reset causes (1 power-on, 2 hard, 3 watchdog, 5 soft)",
+    "period": "sample period (us)",
     "cpu_mhz": "CPU clock (MHz)",
     "read_us": "ADC read cost measured at boot (us)",
     "sample_rate_hz": "achieved sample rate (Hz)",
