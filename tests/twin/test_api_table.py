@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests import mpy
-from tools.twin import api
+from tools.twin import api, gen_api
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -156,6 +157,50 @@ def test_counter_encoder_and_pcnt():
     assert arg_names(pcnt["constructor"]) == expected
     assert arg_names(pcnt["members"]["irq"]) == ["handler", "trigger"]
     assert {"init", "value", "irq", "start", "stop", "deinit"} <= set(pcnt["members"])
+
+
+PWM_ARGS = ["freq", "duty", "duty_u16", "duty_ns", "invert", "lightsleep"]
+
+
+def test_pwm_takes_its_own_table():
+    # ports/esp32/machine_pwm.c mp_machine_pwm_init_helper: a plain (not static const) local
+    # `mp_arg_t allowed_args[] = { freq, duty, duty_u16, duty_ns, invert, lightsleep }`, all
+    # but freq kw-only; make_new (1..2 positional: the pin, freq) and PWM.init both use it. The
+    # table once came out as esp32.Partition's (type, subtype, label, block_size).
+    pwm = member("machine", "PWM")
+    for e in (pwm["constructor"], pwm["members"]["init"]):
+        assert arg_names(e) == PWM_ARGS
+        assert [a["kw_only"] for a in e["args"]] == [False] + [True] * 5
+        assert e["args_source"].startswith("ports/esp32/machine_pwm.c:")
+        assert e["args_fun"] == "mp_machine_pwm_init_helper"
+    assert pwm["constructor"]["leading"] == 1  # the pin
+    assert pwm["constructor"]["sig"] == {"min": 1, "max": 2, "kw": True}
+
+
+def test_checker_pwm_keywords():
+    c = api.check_call
+    kws = ["freq", "duty_u16", "duty_ns", "invert", "lightsleep"]
+    assert c("machine", "PWM", None, 1, kws) is None
+    assert c("machine", "PWM", None, 2, kws[1:]) is None  # PWM(pin, 1000, ...)
+    assert c("machine", "PWM", "init", 0, kws) is None
+    assert c("machine", "PWM", "init", 1, ["duty"]) is None
+    for name in (None, "init"):
+        err = c("machine", "PWM", name, 1 if name is None else 0, ["type"])
+        assert err is not None and err.startswith("TypeError: extra keyword arguments given")
+        assert "'type'" in err and "lightsleep" in err
+    assert c("machine", "PWM", "init", 2).startswith("TypeError: extra positional arguments")
+
+
+def test_checker_accepts_any_keyword_for_unknown_entries():
+    # kwargs "unknown": the C code's keywords are not modelled (no table found, or passed on to
+    # a protocol's function pointer), so nothing can be refused; the entry says why.
+    for cls in ("I2C", "SPI", "SoftI2C", "SoftSPI"):
+        init = member("machine", cls, "init")
+        assert init["kwargs"] == "unknown" and "init(...)" in init["args_note"], cls
+        assert api.check_call("machine", cls, "init", 0, ["anything", "at_all"]) is None
+    entry = {"kind": "function", "sig": {"min": 0, "max": None, "kw": True}, "kwargs": "unknown"}
+    table = {"modules": {"machine": {"members": {"f": entry}}}}
+    assert api.check_call("machine", None, "f", 3, ["x", "y"], table=table) is None
 
 
 def test_checker_answers_like_the_port():
@@ -499,6 +544,165 @@ def _mirror_commit() -> str:
         text=True,
         check=False,
     ).stdout.strip()
+
+
+# -- every allowed_args table comes from the unit that parses it ------------------------------
+
+
+def _entries_with_args(e: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(e, dict):
+        if "args_source" in e:
+            out.append((path, e))
+        for k, v in e.items():
+            out += _entries_with_args(v, path if k == "members" else f"{path}.{k}")
+    return out
+
+
+def _file_line(where: str) -> tuple[str, int]:
+    file, line = where.rsplit(":", 1)
+    return file, int(line)
+
+
+@pytest.mark.skipif(not MIRROR.exists(), reason="no MicroPython mirror on this machine")
+def test_every_args_table_is_from_its_own_unit():
+    # A static table is visible in its own compilation unit only: the .c file, plus the port
+    # file an extmod file #includes as its MICROPY_PY_*_INCLUDEFILE (ports/esp32/mpconfigport.h).
+    # Units and linkage are read here from the source itself, not from the generator.
+    if TABLE["source"]["commit"] != _mirror_commit():
+        pytest.skip("the mirror is at another commit than the table")
+    src = gen_api.Source(MIRROR)
+    config = src.read("ports/esp32/mpconfigport.h") or ""
+    value = dict(re.findall(r'#define\s+(MICROPY_\w+_INCLUDEFILE)\s+"([^"]+\.c)"', config))
+    includer = {}
+    for f in src.listdir("extmod") + src.listdir("ports/esp32"):
+        for macro in re.findall(r"#include\s+(MICROPY_\w+_INCLUDEFILE)", src.read(f) or ""):
+            if macro in value:
+                includer[value[macro]] = f
+
+    def unit(file: str) -> str:
+        return includer.get(file, file)
+
+    def line_of(where: str) -> str:
+        file, n = _file_line(where)
+        return (src.read(file) or "").splitlines()[n - 1]
+
+    def non_static_definition(name: str, where: str) -> bool:
+        file, n = _file_line(where)  # the line of the body's '{'
+        lines = (src.read(file) or "").splitlines()[:n]
+        head = next(ln for ln in reversed(lines) if re.search(rf"\b{name}\s*\(", ln))
+        return not head[:1].isspace() and "static" not in head.split(name)[0]
+
+    headers = [f for d in ("py", "extmod", "shared/runtime") for f in src.listdir(d)]
+    headers = [f for f in headers if f.endswith(".h")]
+    entries = _entries_with_args(TABLE["modules"], "")
+    assert len(entries) > 30
+    assert unit("ports/esp32/machine_pwm.c") == "extmod/machine_pwm.c"
+    crossings = []
+    for path, e in entries:
+        table_file = _file_line(e["args_source"])[0]
+        fun_file = _file_line(e["args_fun_source"])[0]
+        ref_file = _file_line(e["source"])[0]  # make_new, or the method's MP_DEFINE_*
+        assert f"{e['args_fun']}(" in (src.read(fun_file) or ""), path
+        if e.get("args_linkage") == "extern":
+            # a file-scope table without `static`, declared extern in a header
+            decl = line_of(e["args_source"])
+            name = re.search(r"mp_arg_t\s+(\w+)", decl)
+            assert name and not decl[:1].isspace() and "static" not in decl, (path, decl)
+            extern = rf"extern\s+const\s+mp_arg_t\s+{name.group(1)}\s*\["
+            assert any(re.search(extern, src.read(h) or "") for h in headers), path
+            crossings.append(path)
+        else:
+            assert unit(table_file) == unit(fun_file), (path, e["args_source"], e["args_fun"])
+        if unit(fun_file) != unit(ref_file):
+            # parsed by a function of another unit: only one with external linkage
+            assert non_static_definition(e["args_fun"], e["args_fun_source"]), path
+            crossings.append(path)
+    # The only ones whose table is not in c_fun's own unit, both through external linkage:
+    # UART.irq (mpirq.c's extern mp_irq_init_args) and ADCBlock.connect (madc_init_helper).
+    assert sorted(crossings) == [".machine.ADCBlock.connect", ".machine.UART.irq"]
+
+
+def _unit(*parts: tuple[str, str]) -> gen_api.Unit:
+    """A unit made of (file, C text) parts, as if preprocessed (no #directives)."""
+    pp = gen_api.Preprocessor(None)  # type: ignore[arg-type]  # no files to read
+    for file, text in parts:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                pp.lines.append(gen_api.Line(file, n, line, ()))
+    return gen_api.Unit(parts[0][0], pp)
+
+
+PARSE = """
+static void helper(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+%s
+    mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
+    mp_arg_parse_all(n_args, pos_args, kw_args, MP_ARRAY_SIZE(allowed_args), allowed_args, args);
+}
+"""
+OTHER_FUNCTION = """
+static void other_helper(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    static const mp_arg_t allowed_args[] = {
+        { MP_QSTR_type, MP_ARG_INT, {.u_int = 0} },
+    };
+}
+"""
+FILE_TABLE = """
+static const mp_arg_t allowed_args[] = {
+    { MP_QSTR_label, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+};
+"""
+
+
+@pytest.mark.parametrize("decl", ["static const mp_arg_t", "const mp_arg_t", "mp_arg_t"])
+def test_generator_reads_a_table_however_declared(decl):
+    table = f"""    {decl} allowed_args[] = {{
+        {{ MP_QSTR_freq, MP_ARG_INT, {{.u_int = -1}} }},
+    }};"""
+    u = _unit(("extmod/x.c", PARSE % table))
+    out = gen_api.Extractor([u]).kw_parse(u, "helper")
+    assert out["kwargs"] == "parsed" and [a["name"] for a in out["args"]] == ["freq"]
+    assert out["args_source"] == "extmod/x.c:3" and out["args_fun"] == "helper"
+
+
+def test_generator_never_borrows_another_units_table():
+    # No table in the helper's unit: another unit's file-scope static table and another
+    # function's local table (same name, same unit) are not visible to it.
+    u = _unit(("extmod/x.c", PARSE % "" + OTHER_FUNCTION))
+    v = _unit(("ports/esp32/y.c", FILE_TABLE))
+    ex = gen_api.Extractor([u, v])
+    out = ex.kw_parse(u, "helper")
+    assert out["kwargs"] == "unknown" and "allowed_args" in out["args_note"], out
+    assert "args" not in out and "args_source" not in out
+    assert any("helper passes mp_arg_parse_all the table 'allowed_args'" in n for n in ex.notes)
+    # The same file-scope table in the helper's own unit (an INCLUDEFILE's part of it) is.
+    w = _unit(("extmod/x.c", PARSE % "" + OTHER_FUNCTION), ("ports/esp32/x.c", FILE_TABLE))
+    out = gen_api.Extractor([w]).kw_parse(w, "helper")
+    assert [a["name"] for a in out["args"]] == ["label"]
+    assert out["args_source"].startswith("ports/esp32/x.c:")
+
+
+MPIRQ = """
+const mp_arg_t mp_irq_init_args[] = {
+    { MP_QSTR_handler, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+};
+"""
+
+
+def test_generator_takes_an_extern_table_from_another_unit():
+    # shared/runtime/mpirq.c: `const mp_arg_t mp_irq_init_args[]`, declared extern in mpirq.h
+    use = PARSE.replace("allowed_args", "mp_irq_init_args") % ""
+    extern = "extern const mp_arg_t mp_irq_init_args[];\n"
+    u = _unit(("extmod/x.c", extern + use))
+    out = gen_api.Extractor([u, _unit(("shared/runtime/mpirq.c", MPIRQ))]).kw_parse(u, "helper")
+    assert [a["name"] for a in out["args"]] == ["handler"] and out["args_linkage"] == "extern"
+    # not without the extern declaration, nor when the table is static
+    u = _unit(("extmod/x.c", use))
+    out = gen_api.Extractor([u, _unit(("shared/runtime/mpirq.c", MPIRQ))]).kw_parse(u, "helper")
+    assert out["kwargs"] == "unknown"
+    u = _unit(("extmod/x.c", extern + use))
+    static = _unit(("shared/runtime/mpirq.c", "static " + MPIRQ.lstrip()))
+    assert gen_api.Extractor([u, static]).kw_parse(u, "helper")["kwargs"] == "unknown"
 
 
 def test_generator_rejects_a_wrong_source(tmp_path):

@@ -19,6 +19,13 @@ ports/esp32/modules/machine.py (machine.Counter/Encoder are Python classes over 
 The output lists only what the generic ESP32 build compiles in; each entry names its source
 file and line, the #if condition it sits under (if any), and what each locals table leaves out
 on this board ("absent").
+
+Names are looked up as C's scope and linkage rules see them: an allowed_args table is the one
+declared in the parsing function's body (static, const or neither), else a file-scope one of
+the same unit (the .c file plus the INCLUDEFILE it includes), else a non-static table the unit
+declares `extern`; a function or object of another unit only if it is not `static`. Nothing is
+borrowed from another unit by name: with no table found, the entry's keywords are "unknown"
+(the checker accepts any) and a note says why.
 """
 
 from __future__ import annotations
@@ -784,6 +791,7 @@ class Func:
     params: str
     body: str  # from '{' to the matching '}'
     start: int  # offset of the body in the unit's text
+    static: bool = False  # internal linkage: visible in its own unit only
 
 
 @dataclass
@@ -795,6 +803,7 @@ class Unit:
     text: str = ""
     starts: list[int] = field(default_factory=list)
     funcs: dict[str, Func] = field(default_factory=dict)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # function bodies, in order
 
     def __post_init__(self) -> None:
         parts, pos = [], 0
@@ -803,7 +812,22 @@ class Unit:
             parts.append(ln.text)
             pos += len(ln.text) + 1
         self.text = "\n".join(parts)
-        self.funcs = find_functions(self.text)
+        self.funcs, self.spans = find_functions(self.text)
+
+    def in_function(self, pos: int) -> bool:
+        """Whether text position `pos` is inside a function body (block scope, not file scope)."""
+        k = bisect.bisect_right(self.spans, (pos, len(self.text))) - 1
+        return k >= 0 and self.spans[k][0] <= pos < self.spans[k][1]
+
+    def is_static(self, pos: int) -> bool:
+        """Whether the declaration starting on the line of `pos` says `static` before `pos`."""
+        line_start = self.text.rfind("\n", 0, pos) + 1
+        return re.search(r"\bstatic\b", self.text[line_start:pos]) is not None
+
+    def declares_extern(self, name: str, c_type: str) -> bool:
+        """Whether the unit (with its headers) declares `extern <c_type> name[...]`."""
+        decl = rf"\bextern\s+(?:const\s+)?{re.escape(c_type)}\s+(?:const\s+)?{re.escape(name)}\b"
+        return re.search(decl, self.text) is not None
 
     def origin(self, pos: int) -> Line:
         return self.pp.lines[bisect.bisect_right(self.starts, pos) - 1]
@@ -843,8 +867,10 @@ def matching(text: str, i: int) -> int:
     raise GenError("unbalanced brackets")
 
 
-def find_functions(text: str) -> dict[str, Func]:
+def find_functions(text: str) -> tuple[dict[str, Func], list[tuple[int, int]]]:
+    """The unit's function definitions by name, and the (start, end) of every body."""
     funcs: dict[str, Func] = {}
+    spans: list[tuple[int, int]] = []
     pos = 0
     while m := FUNC_RE.search(text, pos):
         name = m.group(1)
@@ -853,9 +879,11 @@ def find_functions(text: str) -> dict[str, Func]:
             pos = m.end()
             continue
         end = matching(text, brace)
-        funcs.setdefault(name, Func(name, m.group(2), text[brace:end], brace))
+        static = re.search(r"\bstatic\b", text[m.start() : m.start(1)]) is not None
+        funcs.setdefault(name, Func(name, m.group(2), text[brace:end], brace, static))
+        spans.append((brace, end))
         pos = end
-    return funcs
+    return funcs, spans
 
 
 # -- reading the bindings ---------------------------------------------------------------------
@@ -865,7 +893,10 @@ METH_DEF_RE = re.compile(r"\bMP_DEFINE_CONST_(STATIC|CLASS)METHOD_OBJ\s*\(")
 TYPE_DEF_RE = re.compile(r"\bMP_DEFINE_CONST_OBJ_TYPE\s*\(")
 DICT_DEF_RE = re.compile(r"\bMP_DEFINE_CONST_DICT\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)")
 TABLE_RE = re.compile(r"\bmp_rom_map_elem_t\s+(\w+)\s*\[\s*\]\s*=\s*\{")
-ARGS_RE = re.compile(r"\bconst\s+mp_arg_t\s+(\w+)\s*\[\s*\w*\s*\]\s*=\s*\{")
+# An mp_arg_t table however it is declared: `static const`, `const`, or neither (esp32's
+# mp_machine_pwm_init_helper has a plain local `mp_arg_t allowed_args[]`, its defaults read self).
+ARGS_DECL = r"\bmp_arg_t\s+(?:const\s+)?{name}\s*\[[^\]]*\]\s*=\s*\{{"
+ARGS_RE = re.compile(ARGS_DECL.format(name=r"(\w+)"))
 MODULE_RE = re.compile(r"\bmp_obj_module_t\s+(\w+)\s*=\s*\{[^;]*?\.globals\s*=[^&;]*&(\w+)")
 REGISTER_RE = re.compile(r"\bMP_REGISTER_(?:EXTENSIBLE_)?MODULE\s*\(\s*MP_QSTR_(\w+)\s*,\s*(\w+)")
 ENUM_RE = re.compile(r"\benum\b\s*\w*\s*\{([^{}]*)\}")
@@ -880,6 +911,7 @@ class Found:
     unit: Unit
     pos: int
     data: Any
+    static: bool = False  # internal linkage: only its own unit can refer to it
 
 
 class Bindings:
@@ -902,7 +934,7 @@ class Bindings:
     def _add(
         self, index: dict[str, list[Found]], name: str, unit: Unit, pos: int, data: Any
     ) -> None:
-        index.setdefault(name, []).append(Found(unit, pos, data))
+        index.setdefault(name, []).append(Found(unit, pos, data, unit.is_static(pos)))
 
     def _scan(self, u: Unit) -> None:
         t = u.text
@@ -929,6 +961,8 @@ class Bindings:
                 self.tables, m.group(1), u, m.start(), (m.end() - 1, matching(t, m.end() - 1))
             )
         for m in ARGS_RE.finditer(t):
+            if u.in_function(m.start()):
+                continue  # a function's own table: arg_table finds it in that function's body
             self._add(
                 self.argtabs, m.group(1), u, m.start(), (m.end() - 1, matching(t, m.end() - 1))
             )
@@ -940,12 +974,13 @@ class Bindings:
             self._add(self.instances, m.group(1), u, m.start(), m.group(2))
 
     def one(self, index: dict[str, list[Found]], name: str, near: Unit | None) -> Found | None:
-        """The definition of `name`, preferring the unit that refers to it (C's static scope)."""
+        """The definition of `name` as C's linkage sees it from `near`: the one in `near`'s own
+        unit, else one with external linkage in another unit (a `static` one is invisible)."""
         found = index.get(name, [])
         for f in found:
             if f.unit is near:
                 return f
-        return found[0] if found else None
+        return next((f for f in found if not f.static), None)
 
 
 def enum_values(u: Unit) -> dict[str, int]:
@@ -1162,10 +1197,11 @@ class Extractor:
         return self._follow(*found, lead=0, optional=False, depth=0)
 
     def find_func(self, u: Unit, name: str) -> tuple[Unit, Func] | None:
+        """The function `name` called from unit `u`: its own, else a non-static one elsewhere."""
         if name in u.funcs:
             return u, u.funcs[name]
         for other in self.b.units:
-            if name in other.funcs:
+            if name in other.funcs and not other.funcs[name].static:
                 return other, other.funcs[name]
         return None
 
@@ -1181,18 +1217,31 @@ class Extractor:
             if not m.group(1) and args[2].replace(" ", "") not in kw_vars:
                 continue
             out = self.positional(fn, args[0], lead, optional)
-            out.update(self.arg_table(u, fn, args[4].strip()))
+            out.update(self.arg_table(u, fn, args[4].strip(), m.start()))
             return out
+        passed_on: list[str] = []  # calls that get the keywords but are not followed
         for name, args, _pos in calls(body) if depth < 4 else []:
             k = next((i for i, a in enumerate(args) if a.replace(" ", "") in kw_vars), None)
+            if k is None or name.startswith("mp_map_init"):
+                continue
             found = self.find_func(u, name)
-            if k is None or found is None or name.startswith("mp_map_"):
+            if found is None or name.startswith("mp_map_"):
+                # mp_map_lookup: read by hand; a protocol's function pointer (I2C/SPI.init:
+                # `i2c_p->init(self, n_args - 1, args + 1, kw_args)`) or a function the ESP32
+                # sources do not define: where the keywords go is not known here.
+                passed_on.append(name)
                 continue
             # MicroPython's convention: helper(..., n_args, pos_args, kw_args, ...)
             step = self.positional(fn, args[k - 2], lead, optional) if k >= 2 else {}
             return self._follow(
                 *found, step.get("leading"), step.get("leading_optional", False), depth + 1
             )
+        if passed_on:
+            return {
+                "kwargs": "unknown",
+                "args_note": f"{fn.name} passes its keywords to {', '.join(passed_on)}(...), "
+                "not followed (hand-written, or a function pointer): any keyword accepted",
+            }
         # Keywords accepted but never read (machine.wake_reason, DAC(pin, **kw)): `n_kw` only
         # in the mp_arg_check_num that allowed them.
         rest = re.sub(r"\bmp_arg_check_num\s*\([^;]*;", "", body)
@@ -1215,17 +1264,31 @@ class Extractor:
             optional = True
         return {"leading": lead + k, "leading_optional": optional, "extra_positional": "error"}
 
-    def arg_table(self, u: Unit, fn: Func, name: str) -> dict[str, Any]:
-        # A table local to the function wins over a global one of the same name.
-        local = re.search(rf"\bconst\s+mp_arg_t\s+{name}\s*\[\s*\w*\s*\]\s*=\s*\{{", fn.body)
+    def arg_table(self, u: Unit, fn: Func, name: str, call: int) -> dict[str, Any]:
+        """The mp_arg_t table `name` that `fn` (in unit `u`) passes to mp_arg_parse_all at
+        body offset `call`, by C's scope rules: the last declaration in the function body
+        before the call, else a file-scope one of the same unit (an INCLUDEFILE is part of the
+        unit), else an `extern` one with external linkage (shared/runtime/mpirq.c's
+        mp_irq_init_args). Never another unit's static table: that one is not visible here."""
+        where = {"args_fun": fn.name, "args_fun_source": u.where(fn.start)}
+        linkage: dict[str, str] = {}
+        if not is_ident(name):
+            return self.unknown_table(u, fn, name, "not a plain table name", where)
+        local = [
+            m for m in re.finditer(ARGS_DECL.format(name=re.escape(name)), fn.body)
+            if m.start() < call
+        ]  # fmt: skip
         if local:
-            start = fn.start + local.end() - 1
-            t = Found(u, fn.start + local.start(), (start, matching(u.text, start)))
+            start = fn.start + local[-1].end() - 1
+            t = Found(u, fn.start + local[-1].start(), (start, matching(u.text, start)))
         else:
-            found = self.b.one(self.b.argtabs, name, u)
-            if found is None:
-                return {"kwargs": "unknown", "args_note": f"table {name} not found"}
-            t = found
+            found = [f for f in self.b.argtabs.get(name, []) if f.unit is u]
+            if not found and u.declares_extern(name, "mp_arg_t"):
+                found = [f for f in self.b.argtabs.get(name, []) if not f.static]
+                linkage = {"args_linkage": "extern"}
+            if not found:
+                return self.unknown_table(u, fn, name, "no such table in its unit", where)
+            t = found[0]
         tu = t.unit
         open_pos, end = t.data
         body = tu.text[open_pos + 1 : end - 1]
@@ -1245,7 +1308,24 @@ class Extractor:
                 if ok:
                     arg["default"] = dv
             args.append(arg)
-        return {"kwargs": "parsed", "args": args, "args_source": tu.where(t.pos)}
+        return {
+            "kwargs": "parsed",
+            "args": args,
+            "args_source": tu.where(t.pos),
+            **where,
+            **linkage,
+        }
+
+    def unknown_table(
+        self, u: Unit, fn: Func, name: str, why: str, where: dict[str, str]
+    ) -> dict[str, Any]:
+        """No table to read: the keywords are unknown (the checker accepts any), not borrowed."""
+        note = (
+            f"{u.where(fn.start)}: {fn.name} passes mp_arg_parse_all the table {name!r}: {why}; "
+            "keywords not modelled (any accepted)"
+        )
+        self.notes.append(note)
+        return {"kwargs": "unknown", "args_note": note, **where}
 
     def default(self, u: Unit, c: str) -> tuple[bool, Any]:
         s = c.strip()
@@ -1645,7 +1725,13 @@ SEMANTICS = {
     "`args` gets none, the C code handles positional args by hand (esp32.PCNT drops all after "
     "the id; ADCBlock.connect takes 1 or 2)",
     "kwargs": "parsed (see args), ignored (accepted, never read), none (sig.kw false), "
-    "unknown (read by hand-written C: not modelled)",
+    "unknown (read by hand-written C, or no table found: not modelled; any keyword accepted)",
+    "args_source": "where the allowed_args table is: in args_fun's own compilation unit (a "
+    "port file an extmod file includes as its *_INCLUDEFILE is part of that unit), or with "
+    "args_linkage extern, a non-static table the unit declares `extern` (shared/runtime/mpirq.c)",
+    "args_note": "why kwargs is unknown where a table or a call was not followed",
+    "args_fun": "the C function that calls mp_arg_parse_all (args_fun_source: its body); "
+    "reached from c_fun through calls in c_fun's unit, or to a non-static function elsewhere",
     "min_positional": "a hand-written minimum and its TypeError message (esp32.PCNT: 'id')",
     "cond": "the #if, relative to the enclosing table's, under which the entry is compiled",
     "absent": "names in the same source table that the generic ESP32 build compiles out",
