@@ -156,3 +156,49 @@ def test_conformance_through_the_twin(name, vref, cpu, image, tmp_path):
     res = run(FILES[name], image, tmp_path, **opts)
     CHECKS[name]([e.as_json() for e in res.events], load(FILES[name]))
     assert tr.figures(res)["late"] == 0
+
+
+@pytest.mark.parametrize("set_ma", [100, 800])
+def test_selftest_current_is_one_and_a_half_times_the_set_value(set_ma, image, old_image, tmp_path):
+    """Finding 7: the self-test puts 1.5 x the *current* set value through the CT (a PWM-driven
+    sine, board.py). Before, a GPIO drove the test winding through a resistor: DC, which a
+    current transformer does not pass, so the test could only fail."""
+    scn = load(Path(__file__).resolve().parent / "selftest.toml")
+    scn.settings = {**scn.settings, "leak_set_ma": set_ma}
+    press = [(5.0, 8.5)]  # held 3.5 s: a long press
+    new = tr.run(scn, tr.Options(image=image, presses=press), tmp_path / "new")
+    tests = [e for e in new.events if e.kind == "selftest"]
+    assert [e.value for e in tests] == [1], new.events
+    alarm = next(e for e in new.events if e.kind == "alarm")
+    # 1.5 x set, +-10 % (the PWM's 10-bit steps, the ADC's noise).
+    assert abs(alarm.value - 1.5 * set_ma) <= 0.1 * 1.5 * set_ma, alarm
+    old = tr.run(scn, tr.Options(image=old_image, presses=press), tmp_path / "old")
+    assert [e.value for e in old.events if e.kind == "selftest"] == [0], old.events
+
+
+@pytest.mark.parametrize("vcc_mv", [3234, 3366])
+def test_ntc_readings_do_not_follow_the_supply(vcc_mv, image, tmp_path):
+    """The NTC dividers and the CT bias share the 3.3 V rail: the HAL scales the NTC codes by the
+    measured bias, so a rail 2 % off (an LDO's tolerance) keeps GB 14287.3 on time. Without it
+    the 70 degC alarm came ~55 s early or late on this 1 degC/min ramp."""
+    name = "gb14287_3_alarm_within_40s_at_set"
+    res = run(FILES[name], image, tmp_path, params={"vcc_mv": vcc_mv})
+    CHECKS[name]([e.as_json() for e in res.events], load(FILES[name]))
+
+
+@pytest.mark.parametrize("vref", [1000, 1200])
+def test_readings_at_both_reference_extremes(vref, image, tmp_path):
+    """Finding 5, in units: with read_uv and the series-resistor divider, temperatures are
+    within +-1 degC of truth from 0 to 150 degC and the CT readings within 2 % at either end
+    of the chip's reference spread (raw codes were off by up to +-9 %, and the NTC read as a
+    short above ~113 degC)."""
+    res = run(
+        Path(__file__).resolve().parent / "steady_readings.toml", image, tmp_path, vref_mv=vref
+    )
+    v = res.stats["readings"]  # efd.events channel order: residual, temp0..3, phase0..2, arc
+    assert not [e for e in res.events if e.kind == "fault"], res.events
+    for got, want in zip(v[1:5], (0, 450, 1000, 1500), strict=True):  # 0.1 degC
+        assert abs(got - want) <= 10, (v, vref)
+    assert abs(v[0] - 300) <= 6, v  # mA
+    for got, want in zip(v[5:8], (2000, 4000, 6000), strict=True):  # 0.01 A
+        assert abs(got - want) <= 0.02 * want, v

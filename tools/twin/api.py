@@ -67,6 +67,7 @@ MODELLED = {
     "machine": (
         "Pin",
         "ADC",
+        "PWM",
         "UART",
         "WDT",
         "RTC",
@@ -82,7 +83,20 @@ MODELLED = {
     "esp32": ("PCNT",),
 }
 _DOC_KEYS = frozenset(
-    ("source", "c", "c_fun", "c_obj", "c_type", "signature", "args_source", "notes")
+    (
+        "source",
+        "c",
+        "c_fun",
+        "c_obj",
+        "c_type",
+        "signature",
+        "notes",
+        "args_source",
+        "args_fun",
+        "args_fun_source",
+        "args_linkage",
+        "args_note",
+    )
 )
 
 

@@ -95,6 +95,9 @@ def render(scn: Scenario, path: Path) -> dict:
         "n_slices": n,
         "shape_points": SHAPE_POINTS,
         "n_shapes": len(shapes),
+        # The residual CT's front end in uV at the pin per mA in the primary (the self-test
+        # current's model needs it: machine.PWM in tools/twin/board/machine.py).
+        "residual_uv_per_ma": UV_PER_CODE / syn.upc["residual"],
         # A scenario reset is a short press of the front-panel button (150 ms) released just
         # before the reset time: the firmware acts on the release (app.hal_esp32.button).
         "presses": [[round(r * 1e6) - 170_000, round(r * 1e6) - 20_000] for r in scn.reset],

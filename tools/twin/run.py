@@ -46,6 +46,8 @@ class Options:
     heap_kb: int = 256
     timeout_s: float = 600.0
     flash: str = "lfs"  # "lfs": LittleFS on the flash model; "posix": a host folder
+    # Extra front-panel button presses, (from s, to s): held >= 3 s is the self-test.
+    presses: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     image: Path | None = None  # a built image to reuse (build_image()); default: build one
 
 
@@ -95,6 +97,7 @@ def prepare(scn: Scenario, work: Path, opts: Options) -> dict[str, Any]:
         "end_us": round(scn.duration_s * 1e6),
         "cpu_hz": opts.cpu_mhz * 1_000_000,
         "params": params,
+        "presses": [[round(a * 1e6), round(b * 1e6)] for a, b in opts.presses],
         "api": str(work / "api.json"),
     }
     if opts.flash == "lfs":

@@ -28,9 +28,17 @@ SAMPLE_PERIOD_US_60HZ = const(417)  # 2400 Hz (416.7 us; 0.08 % off, well inside
 PIN_ARC = const(27)  # pulse per arcing half-cycle from the external arc detector (falling edge)
 
 # -- self-test -----------------------------------------------------------------------------
-# A test winding through the residual CT, driven through a resistor from this pin, carries
-# 1.5 x the set value's ampere-turns (Bender RCM420 style self-test, IEC 62020 test device).
+# The self-test puts 1.5 x the *current* set value through the residual CT (Bender RCM420 style,
+# IEC 62020 test device), for any set value from 20 to 1000 mA. A winding through the CT is
+# driven by an op-amp transconductance stage from this pin's PWM (LEDC, 40 kHz), low-passed by a
+# 2-pole RC (fc ~2 kHz) and AC-coupled: duty 50 % is no current, the firmware sweeps the duty
+# as a sine in step with its sample instants (40 per cycle), so the test current is a mains-
+# frequency sine whose RMS it sets. Full modulation (duty 0-100 %) is TEST_FS_MA RMS in the
+# CT's primary: 2000 mA covers 1.5 x 1000 mA with margin. At 40 kHz LEDC has 10-bit duty
+# steps: 3.9 mA of test current, 13 % of the smallest test (30 mA for a 20 mA set value).
 PIN_TEST = const(13)
+TEST_PWM_HZ = const(40000)
+TEST_FS_MA = const(2000)
 
 # -- indicators and outputs (GB 14287.1: red alarm, yellow fault, green normal) ------------
 PIN_LED_RED = const(21)

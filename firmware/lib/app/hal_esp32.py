@@ -15,6 +15,7 @@
 # misses by more than an eighth of a period is counted late; a window with late samples is
 # reported by the detector as a sampling fault (efd FAULT_TIMING), never a silent stretch.
 import time
+from array import array
 
 import esp32
 import machine
@@ -30,14 +31,29 @@ _EPOCH_2000 = const(631152000)  # ESP32 time.time() counts from 2000; wire time 
 _CPU_HZ = const(240000000)  # see the header: 4 reads per instant need it at 60 Hz
 _SERVICE_EVERY = const(20)  # instants between link services in a burst: 10 ms at 50 Hz
 _PCNT_MAX = const(32000)  # the pulse counter restarts at 0 here (esp32_pcnt.c, h_lim)
+# sin(2 pi i / 40) x 10000, i = 0..39: one mains cycle at the sample instants (the test sine).
+# fmt: off
+_SINE40 = (
+    0, 1564, 3090, 4540, 5878, 7071, 8090, 8910, 9511, 9877,
+    10000, 9877, 9511, 8910, 8090, 7071, 5878, 4540, 3090, 1564,
+    0, -1564, -3090, -4540, -5878, -7071, -8090, -8910, -9511, -9877,
+    -10000, -9877, -9511, -8910, -8090, -7071, -5878, -4540, -3090, -1564,
+)
+# fmt: on
 
 
 @micropython.viper
-def _burst(reads, bufs, n: int, period: int, late_us: int, service, link) -> int:
+def _burst(reads, bufs, n: int, period: int, late_us: int, service, link, test, duty, out) -> int:
     """Fill bufs[k][i] with channel k's ideal 12-bit code at instants i * period us, calling
     service() every _SERVICE_EVERY instants and releasing the RS-485 driver at the first
-    instant after the last stop bit. Returns the number of instants missed by more than late_us
-    (the loop was preempted or the reads do not fit the period)."""
+    instant after the last stop bit. While a self-test runs (test: 40 duties, one mains cycle
+    of the test sine) duty(test[i % 40]) is set at each instant. Returns the number of instants
+    missed by more than late_us (the loop was preempted or the reads do not fit the period).
+    out[0] = the sum of channel 0's codes (its mean is the CT bias: VCC / 2)."""
+    testing = int(len(test))  # noqa: RUF046  # viper: the object to a machine int
+    total = 0
+    tp = ptr16(test)  # type: ignore[name-defined]  # viper cast
+    j = 0
     r0 = reads[0]
     r1 = reads[1]
     r2 = reads[2]
@@ -60,19 +76,28 @@ def _burst(reads, bufs, n: int, period: int, late_us: int, service, link) -> int
             time.sleep_us(d)
         # uV -> ideal code (V / 3.3 V * 4095): (uv / 4) * 1301 / 2^18, 32-bit safe (< 2^31).
         v = ((int(r0()) >> 2) * 1301) >> 18
-        b0[i] = v if v < 4095 else 4095
+        v = v if v < 4095 else 4095
+        b0[i] = v
+        total += v
         v = ((int(r1()) >> 2) * 1301) >> 18
         b1[i] = v if v < 4095 else 4095
         v = ((int(r2()) >> 2) * 1301) >> 18
         b2[i] = v if v < 4095 else 4095
         v = ((int(r3()) >> 2) * 1301) >> 18
         b3[i] = v if v < 4095 else 4095
+        if testing:
+            duty(tp[j])
+            j += 1
+            if j == 40:
+                j = 0
         if link.sending:  # DE must drop within a byte time of the last stop bit (SPEC.md §9)
             link.busy()
         k += 1
         if k == _SERVICE_EVERY:
             k = 0
             service()
+    o = ptr32(out)  # type: ignore[name-defined]  # viper cast
+    o[0] = total
     return late
 
 
@@ -136,7 +161,11 @@ class Esp32Hal:
         self.green = P(board.PIN_LED_GREEN, P.OUT, value=0)
         self.buzzer = P(board.PIN_BUZZER, P.OUT, value=0)
         self.relay = P(board.PIN_RELAY, P.OUT, value=0)
-        self.test = P(board.PIN_TEST, P.OUT, value=0)
+        # The self-test current source idles at 50 % duty: no current (see board.py).
+        self.test_pwm = machine.PWM(P(board.PIN_TEST), freq=board.TEST_PWM_HZ, duty_u16=32768)
+        self.test_duty = self.test_pwm.duty_u16
+        self.no_test = array("H")
+        self.test = self.no_test
         self.wdt = machine.WDT(timeout=board.WDT_MS)
         machine.freq(_CPU_HZ)
         atten = machine.ADC.ATTN_11DB
@@ -148,6 +177,7 @@ class Esp32Hal:
         self.temp_adc = machine.ADC(P(board.PIN_TEMP), atten=atten)
         self.mux = [P(p, P.OUT, value=0) for p in board.PIN_MUX]
         self.bufs = None
+        self.sum = array("i", [0])  # the burst's sum of residual codes
         self.late = 0  # late instants in the last window (Detector.late)
         self.late_total = 0
         self.link = UartLink()
@@ -194,11 +224,34 @@ class Esp32Hal:
         n = len(det.residual)
         link = self.link
         link.in_burst = True
-        late = _burst(self.reads, self.bufs, n, period, period >> 3, self.service, link)
+        test = self.test
+        late = _burst(
+            self.reads,
+            self.bufs,
+            n,
+            period,
+            period >> 3,
+            self.service,
+            link,
+            test,
+            self.test_duty,
+            self.sum,
+        )
         link.in_burst = False
+        if len(test):
+            self.test_duty(32768)  # between bursts: no test current (the next burst starts at 0)
         self.late = late
         self.late_total += late
         det.late = late
+        # The NTC dividers hang from the same 3.3 V as the residual CT's bias (VCC / 2, 0.1 %
+        # resistors): the window's mean code is that bias, so scaling by 2047.5 / mean makes
+        # the NTC readings ratiometric, free of the regulator's tolerance (1 % of VCC is up to
+        # 1.7 degC at 150 degC, docs/ntc.md). A bias outside its band is a CT lead fault: then
+        # the nominal supply is assumed.
+        bias2 = self.sum[0] * 2 // n  # 2 x the mean code, for integer rounding
+        cfg = det.cfg
+        if not cfg["ct_bias_lo"] * 2 <= bias2 <= cfg["ct_bias_hi"] * 2:
+            bias2 = 4095
         mux = self.mux
         adc = self.temp_adc
         for ch in range(4):
@@ -208,7 +261,8 @@ class Esp32Hal:
             acc = 0
             for _ in range(board.TEMP_OVERSAMPLE):
                 acc += _code(adc.read_uv())
-            det.temp_code[ch] = acc // board.TEMP_OVERSAMPLE
+            c = (acc * 4095 // bias2 + board.TEMP_OVERSAMPLE // 2) // board.TEMP_OVERSAMPLE
+            det.temp_code[ch] = c if c < 4095 else 4095
 
     def arc_count(self):
         v = self.pcnt.value()
@@ -219,9 +273,17 @@ class Esp32Hal:
         return n
 
     def test_current(self, ma):
-        # The test winding's resistor is sized for 1.5 x the default set value (docs/hardware.md);
-        # the firmware only switches it. ma == 0 switches it off.
-        self.test.value(1 if ma else 0)
+        """Self-test current `ma` RMS (0: off), a sine at the mains frequency (board.py)."""
+        if not ma:
+            self.test = self.no_test
+            self.test_duty(32768)
+            return
+        a = ma * 32767 // board.TEST_FS_MA
+        a = a if a < 32767 else 32767
+        tab = array("H", bytes(80))
+        for i in range(40):
+            tab[i] = 32768 + a * _SINE40[i] // 10000
+        self.test = tab
 
     # -- outputs and button ------------------------------------------------------------------
     def outputs(self, alarm, fault, normal):

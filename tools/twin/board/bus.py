@@ -36,6 +36,17 @@ class Bus:
         self.master = Master(self, cfg) if cfg.get("poll_ms") else None
 
     def attach(self, uart):
+        # Bytes that reached the pin before this UART existed (boot, a reset) were never
+        # received: the peripheral was not set up.
+        if self.master is not None:
+            self.master.run(twin.now_us)  # what the master sent meanwhile
+        lost = 0
+        while self.down and self.down[0][0] <= twin.now_us:
+            self.down.pop(0)
+            lost += 1
+        if lost:
+            twin.stat("rx_lost_no_uart", lost)
+        self.rx = bytearray()
         self.uart = uart
         self.rxbuf = uart.rxbuf
 

@@ -22,6 +22,9 @@ DEFAULTS = {
     # The chip's true ADC reference (ESP32 datasheet: 1000-1200 mV, burned in eFuse at the
     # factory) and the eFuse value's error (0: read_uv is exact to its 1 mV step).
     "vref_mv": 1100,
+    # The 3.3 V rail that feeds the CT biases and NTC dividers: an LDO's output is typically
+    # within +-1 to 2 % (e.g. AMS1117-3.3 datasheet: 3.235-3.365 V).
+    "vcc_mv": 3300,
     "efuse_vref_error_mv": 0,
     "ticks_call_us": 2,  # a ticks_us()/ticks_ms() call from viper at 160 MHz (estimate)
     "pin_call_us": 3,  # Pin.value()/PCNT.value() call at 160 MHz (estimate)
@@ -44,6 +47,8 @@ DEFAULTS = {
     "mux_gpio": [25, 26],
     "arc_gpio": 27,
     "button_gpio": 14,
+    "test_gpio": 13,
+    "test_fs_ma": 2000,  # the self-test source's full scale, RMS (app/board.py TEST_FS_MA)
     "de_gpio": 4,
     "timed_pins": [4],
     "bus_uart": 2,
@@ -76,7 +81,16 @@ import machine  # noqa: E402
 
 machine.set_costs()
 
+# A virtual device (tools/twin/vdev.py): realtime clock, outside RS-485 bus, reset cause and RTC
+# across process restarts, Ctrl-C kept out of LittleFS (vdevice.py). None for an offline run.
+vd = None
+if cfg.get("vdev"):
+    import vdevice as vd
+
+    vd.setup(cfg["vdev"])
+
 OWN = ("twin", "machine", "esp32", "time", "inputs", "api", "flash", "bus", "launch")
+OWN += ("extbus", "vdevice")  # the virtual device's
 root = cfg["root"]
 
 # The flash: LittleFS on the flash model (flash.py) or, for a quick run, a host folder.
@@ -101,25 +115,39 @@ if cfg.get("flash_image"):
     import flash
     import vfs
 
-    fl = flash.Flash(cfg["flash_image"], worst=twin.P["flash_worst"])
+    fl = (flash.Flash if vd is None else vd.GuardedFlash)(
+        cfg["flash_image"], worst=twin.P["flash_worst"]
+    )
     flash.mount(fl, root)
     try:
         os.stat(root + "/main.py")
     except OSError:
-        _load_files(cfg["load_files"], root)
+        if cfg.get("load_files"):  # (a virtual device may start blank)
+            _load_files(cfg["load_files"], root)
     fl.reset_counters()  # count what the firmware does, not the deploy
+    twin.now_us = 0  # nor its time: the scenario starts at power-on, after the deploy
+    twin.rtc_offset_us = 0
 os.chdir(root)
 sys.path[:] = [BOARD, "", "lib"]
 
 if cfg.get("analog"):
     machine._inputs = inputs.Inputs(cfg["analog"])
     esp32.machine._inputs = machine._inputs
+    machine.set_test_scale(machine._inputs.header["residual_uv_per_ma"])
+    machine._inputs.vcc_mv = twin.P["vcc_mv"]
+    # Extra button presses of the run (e.g. a long press: the self-test), in us.
+    machine._inputs.presses.extend(cfg.get("presses", []))
 if cfg.get("bus"):
-    import bus
-
     b = cfg["bus"]
     b.setdefault("de_gpio", twin.P["de_gpio"])
-    machine.bus = bus.Bus(b)
+    if b.get("udp"):  # a virtual device: the bus's far end is outside (extbus.py)
+        import extbus
+
+        machine.bus = extbus.ExtBus(b)
+    else:
+        import bus
+
+        machine.bus = bus.Bus(b)
 
 ev_out = open(cfg["events_out"], "w") if cfg.get("events_out") else None
 log_out = cfg.get("log_out")
@@ -138,6 +166,20 @@ def _observe_events():
         push(q, kind, ch, value, thr, t)
 
     events.EventQueue.push = watched
+    # And the detector's readings after each window (the last ones end up in the stats), as a
+    # meter on the board would show them.
+    from efd import detector
+
+    process = detector.Detector.process
+
+    def metered(det, now):
+        process(det, now)
+        readings[0] = det.values  # the detector's own array: read once, at the end
+
+    detector.Detector.process = metered
+
+
+readings = [None]
 
 
 def _purge():
@@ -156,7 +198,7 @@ def _run(name, g):
     exec(compile(src, name, "exec"), g)
 
 
-cause = machine.PWRON_RESET
+cause = machine.PWRON_RESET if vd is None else vd.start()
 causes = []
 result = "end"
 g = {}
@@ -199,6 +241,8 @@ while True:
         sys.print_exception(e)
         twin.stats["repl_exception"] = repr(e)
         result = "repl"
+    if vd is not None:
+        break  # a virtual device: `micropython -i` hands the REPL to the console (mpremote)
     # At the REPL: only a running watchdog brings the board back.
     w = machine.WDT._last
     if w is None:
@@ -218,6 +262,8 @@ if hal is not None:
         if isinstance(v, int):
             twin.stats["hal_" + k] = v
 twin.stats["result"] = result
+# det.values after the last window (mA, 0.1 degC, 0.01 A), in efd.events channel order.
+twin.stats["readings"] = list(readings[0]) if readings[0] is not None else []
 twin.stats["causes"] = causes
 twin.stats["now_us"] = twin.now_us
 twin.stats["cpu_hz_end"] = twin.cpu_hz

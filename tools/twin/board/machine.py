@@ -246,7 +246,7 @@ def _burst_track(t):
 
 def _burst_end():
     b = _burst
-    if b[2] > 1:
+    if b[2] >= 100:  # a sampling window (not the HAL's 16-read cost measurement at boot)
         n = b[2]
         # (n - 1) periods between n reads: scale to n periods, the window's real length.
         length = (b[1] - b[0]) * n // (n - 1)
@@ -314,6 +314,8 @@ class ADC:
             uv = _inputs.ct_uv(self.ct, twin.now_us)
             if self.ct == 0:
                 _burst_track(twin.now_us)
+                if _test[0]:
+                    uv += _test[0] * _test[1] // 1000
         else:
             uv = self._uv_at_pin()
         twin.now_us += twin.cost[0]
@@ -352,6 +354,61 @@ def set_costs():
     c[2] = twin.cpu_us(twin.P["ticks_call_us"])
     c[3] = twin.cpu_us(twin.P["pin_call_us"])
     c[4] = twin.cpu_us(twin.P["uart_call_us"])
+
+
+# -- PWM: the self-test current source -------------------------------------------------------
+# The test winding's drive (docs/hardware.md, app/board.py): an op-amp transconductance stage fed
+# the pin's PWM through a 2-pole RC low-pass (fc ~2 kHz) and a coupling capacitor. Modelled as
+# what reaches the CT: (duty - 50 %) x the full-scale peak, held between duty updates (the
+# filter's 1.4 degree lag at 50 Hz and its ripple at 40 kHz are left out). A constant level on
+# the pin (the design before the twin drove the winding from a GPIO through a resistor) is DC,
+# which a current transformer does not pass: nothing.
+_test = [0, 0]  # [duty - 32768 on the test pin, uV at the residual pin per duty step x 1000]
+
+
+def set_test_scale(uv_per_ma):
+    _test[1] = int(twin.P["test_fs_ma"] * 1.41421356 * uv_per_ma * 1000 / 32767)
+
+
+class PWM:
+    def __init__(self, dest, *args, **kw):
+        _check("PWM", None, 1 + len(args), kw)
+        self.gpio = dest if isinstance(dest, int) else dest.id
+        if self.gpio in _INPUT_ONLY:
+            raise ValueError("pin can only be input")
+        self._freq = kw.get("freq", args[0] if args else 5000)
+        self._duty = 0
+        if "duty_u16" in kw:
+            self._set(kw["duty_u16"])
+
+    def _set(self, d):
+        if not 0 <= d <= 65535:
+            raise ValueError("duty_u16 must be from 0 to 65535")
+        self._duty = d
+        if self.gpio == twin.P["test_gpio"]:
+            _test[0] = d - 32768
+
+    def init(self, *args, **kw):
+        _check("PWM", "init", len(args), kw)
+        if "duty_u16" in kw:
+            self._set(kw["duty_u16"])
+
+    def duty_u16(self, *args):
+        _check("PWM", "duty_u16", len(args), {})
+        twin.charge(twin.cost[3])
+        if args:
+            self._set(args[0])
+            return None
+        return self._duty
+
+    def freq(self, *args):
+        if args:
+            self._freq = args[0]
+            return None
+        return self._freq
+
+    def deinit(self):
+        self._set(32768 if self.gpio == twin.P["test_gpio"] else 0)
 
 
 # -- UART ------------------------------------------------------------------------------------------
