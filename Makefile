@@ -65,8 +65,13 @@ twin: $(STAMP)  ## the ESP32 image on the board twin: make twin SCENARIO=file.to
 firmware: $(STAMP)  ## build the ESP32 image (lib as xtensawin .mpy) into build/fw
 	$(PY) -m tools.fwbuild --arch xtensawin --out build/fw
 
-virtual-device: $(STAMP)  ## run the firmware on a pty (ARGS="--scenario host_sim/scenarios/demo.toml")
-	$(PY) -m tools.virtual_device $(ARGS)
+# BOARD=esp32: the ESP32 image (hal_esp32) on the board twin in real time (tools/twin/vdev.py);
+# without it, the simulated HAL (tools/virtual_device.py). Both: `python -m ... --help`.
+BOARD ?=
+VDEV_MODULE = $(if $(BOARD),$(if $(filter esp32,$(BOARD)),tools.twin.vdev,bad),tools.virtual_device)
+virtual-device: $(STAMP)  ## run the firmware on a pty (ARGS="--scenario ..."; BOARD=esp32: on the board twin)
+	@test "$(VDEV_MODULE)" != bad || { echo "BOARD=$(BOARD): expected BOARD=esp32 (the board twin) or no BOARD (the simulated HAL)"; exit 2; }
+	$(PY) -m $(VDEV_MODULE) $(ARGS)
 
 deploy: $(STAMP)  ## compile + copy the firmware with mpremote, then reset: make deploy PORT=/dev/ttyUSB0
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the virtual console pty)"; exit 2; }

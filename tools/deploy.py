@@ -6,7 +6,9 @@
 Libraries are compiled with mpy-cross for the target's architecture (auto: asked from the device,
 sys.implementation._mpy), main.py and boot.py stay source. Files are copied with mpremote using
 `resume` (no soft reset first: on the unix port a soft reset ends the process), then the board is
-reset (hard reset on a board; a soft reset, i.e. a restart by the supervisor, on the unix port).
+reset (hard reset on a board and on the board twin; a soft reset, i.e. a restart by the
+supervisor, on the unix port). A device with the `esp32` module (the board, or the board twin of
+`make virtual-device BOARD=esp32`) gets the ESP32 file set (app/hal_esp32) compiled for its arch.
 Provisioning writes identity.json (device id + key) and config.json over the same USB console:
 local access is the one way besides the authenticated command to change settings.
 """
@@ -45,8 +47,16 @@ def run_mp(port: str, *args: str, timeout: float = 120, cwd: Path | None = None)
     return p.stdout
 
 
+# The platform is "esp32" wherever the `esp32` module is: the board, and the board twin (the
+# ESP32 image on the unix port, tools/twin/vdev.py), which gets the ESP32 file set for its arch.
+_ASK = (
+    "import sys\ntry:\n import esp32\n p = 'esp32'\nexcept ImportError:\n p = sys.platform\n"
+    "print(sys.implementation._mpy, p)"
+)
+
+
 def detect_arch(port: str) -> tuple[str, str]:
-    out = run_mp(port, "exec", "import sys; print(sys.implementation._mpy, sys.platform)")
+    out = run_mp(port, "exec", _ASK)
     mpy, platform = out.split()[-2:]
     arch = fwbuild.ARCH_BY_CODE.get(int(mpy) >> 10)
     if not arch:
@@ -58,8 +68,9 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
     platform = "esp32" if arch == "xtensawin" else "linux"
     if arch == "auto":
         arch, platform = detect_arch(port)
-    out = ROOT / "build" / f"deploy-{arch}"
-    sizes = fwbuild.build(arch, out)
+    board = "xtensawin" if platform == "esp32" else None  # the ESP32 file set (hal_esp32)
+    out = ROOT / "build" / (f"deploy-{arch}" + ("-esp32" if board and board != arch else ""))
+    sizes = fwbuild.build(arch, out, board)
     # `fs cp -r` creates the folders and skips files whose hash already matches.
     # Destination ":." (an existing folder, so lib/ goes inside it): mpremote strips a bare
     # ":" or ":/" to "", finds no such folder and would spill lib's contents into the root.
@@ -77,8 +88,9 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
         ":main.py",
     )
     if reset:
-        # Hard reset on a board; on the unix port a soft reset ends the process and the
-        # virtual detector's supervisor boots it again, like a board.
+        # Hard reset on a board (and on the board twin, where machine.reset() at the REPL ends
+        # the process and its supervisor boots it again); on the unix port a soft reset ends
+        # the process and the virtual detector's supervisor boots it again, like a board.
         # (mpremote's soft-reset would wait for a "soft reboot" banner the unix port never
         # prints, so the process is ended with sys.exit(0) instead: the same restart.)
         if platform == "esp32":

@@ -69,6 +69,35 @@ def _user_pty() -> tuple[int, int, str]:
     return m, s, os.ttyname(s)
 
 
+def spawn(
+    cmd: list[str], cwd: Path, env: dict[str, str], isig: bool = True
+) -> tuple[subprocess.Popen, int]:
+    """Start `cmd` on a new pty that is its controlling terminal, as MicroPython's REPL expects;
+    returns the process and the pty's master side. isig=False: a Ctrl-C byte is only a byte
+    (no SIGINT; the caller delivers the interrupt its own way)."""
+    m, s = pty.openpty()
+    # NOFLSH: the SIGINT from mpremote's Ctrl-C must not flush the bytes that follow it
+    # in the same write (its Ctrl-A for the raw REPL), or mpremote waits forever.
+    # No OPOST: the REPL already ends lines with \r\n, and a tty turning that into
+    # \r\r\n breaks mpremote's match on "raw REPL; CTRL-B to exit\r\n".
+    attrs = termios.tcgetattr(s)
+    attrs[3] |= termios.NOFLSH
+    attrs[1] &= ~termios.OPOST
+    if not isig:
+        attrs[3] &= ~termios.ISIG
+    termios.tcsetattr(s, termios.TCSANOW, attrs)
+
+    def ctty() -> None:
+        # The pty becomes the child's controlling terminal, so a Ctrl-C byte from mpremote
+        # is a SIGINT (KeyboardInterrupt) as on a real terminal.
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    child = subprocess.Popen(cmd, stdin=s, stdout=s, stderr=s, cwd=cwd, env=env, preexec_fn=ctty)
+    os.close(s)
+    return child, m
+
+
 class Supervisor:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -93,15 +122,6 @@ class Supervisor:
 
     # -- child process ---------------------------------------------------------------------------
     def start_child(self) -> None:
-        m, s = pty.openpty()
-        # NOFLSH: the SIGINT from mpremote's Ctrl-C must not flush the bytes that follow it
-        # in the same write (its Ctrl-A for the raw REPL), or mpremote waits forever.
-        # No OPOST: the REPL already ends lines with \r\n, and a tty turning that into
-        # \r\r\n breaks mpremote's match on "raw REPL; CTRL-B to exit\r\n".
-        attrs = termios.tcgetattr(s)
-        attrs[3] |= termios.NOFLSH
-        attrs[1] &= ~termios.OPOST
-        termios.tcsetattr(s, termios.TCSANOW, attrs)
         env = dict(os.environ)
         env.pop("MICROPYPATH", None)
         env.update(
@@ -116,18 +136,8 @@ class Supervisor:
         if self.args.rtc:
             env["EFD_RTC"] = "host"
 
-        def ctty() -> None:
-            # The pty becomes the child's controlling terminal, so a Ctrl-C byte from mpremote
-            # is a SIGINT (KeyboardInterrupt) as on a real terminal.
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
         cmd = [micropython(), "-X", f"heapsize={self.args.heap}", "-i", str(BOOT)]
-        self.child = subprocess.Popen(
-            cmd, stdin=s, stdout=s, stderr=s, cwd=self.flash, env=env, preexec_fn=ctty
-        )
-        os.close(s)
-        self.child_m = m
+        self.child, self.child_m = spawn(cmd, self.flash, env)
         self.wdt_armed = False
         self.killed_by_wdt = False
         self.reboot_requested = False

@@ -11,6 +11,10 @@
 # the firmware's `except Exception` handlers cannot swallow them; the launcher catches them,
 # remounts the flash and boots main.py again with a fresh module set (RAM gone; flash, RTC and
 # the virtual clock kept, as on a board).
+#
+# Realtime mode (a virtual device, tools/twin/vdev.py): the clock stays virtual, but charge()
+# never lets it run ahead of the wall clock (see "realtime" at the end).
+import utime
 
 now_us = 0  # virtual microseconds since power-on (never wraps: 63-bit small int on x64)
 boot_us = 0  # now_us when the current boot began (the chip's own ticks count from here)
@@ -31,8 +35,11 @@ cost = [0, 0, 0, 0, 0]
 stats = {}
 
 
-class Reset(BaseException):
-    """The board resets: args[0] is the machine.reset_cause() code it boots with."""
+class Reset(SystemExit):
+    """The board resets: args[0] is the machine.reset_cause() code it boots with. A SystemExit
+    (no Exception either): the launcher catches it, and at the REPL of a virtual device
+    (`micropython -i`, tools/twin/vdev.py) machine.reset() ends the process with the cause as
+    its exit status, so the supervisor boots it again like a board."""
 
 
 class End(BaseException):
@@ -62,6 +69,8 @@ def charge(us):
     now_us += us
     if now_us >= end_us >= 0:
         raise _END
+    if realtime:
+        _pace()
     if _hooks:
         for hook in _hooks:
             hook(now_us)
@@ -107,3 +116,52 @@ def power_on():
     """A power cut and restore: the RTC starts again from the epoch."""
     global rtc_offset_us
     rtc_offset_us = -now_us
+
+
+# -- realtime ------------------------------------------------------------------------------------
+# A virtual device (tools/twin/vdev.py) puts the twin on a real bus and a real console, so its
+# virtual clock keeps pace with the wall clock: charge() sleeps whenever the clock is more than
+# RT_AHEAD_US ahead of the wall time since the anchor `wall0`. The twin computes far faster than
+# real time, so it mostly waits; while it waits, `io(wait_us)` (board/vdevice.py) serves the
+# outside world (the RS-485 bus over UDP) instead of a plain sleep, and io(0) serves it at every
+# charge without waiting. A clock more than RT_JUMP_US behind (nothing charged time for a while:
+# the REPL after Ctrl-C, a stalled host) jumps to the wall time: the board's time went on.
+# Offline runs never get here: `realtime` is False, one test per charge.
+realtime = False
+RT_AHEAD_US = 2000
+RT_JUMP_US = 500000
+wall0 = 0  # utime.ticks_us() when now_us was 0 (the unix port's ticks wrap at 2^62)
+io = None
+
+
+def realtime_start():
+    """From now on the virtual clock keeps pace with the wall clock (anchored at this instant)."""
+    global realtime, wall0
+    stats.setdefault("rt_jumps", 0)  # made now: _pace may run where nothing can be allocated
+    stats.setdefault("rt_jump_us", 0)
+    wall0 = utime.ticks_add(utime.ticks_us(), -now_us)
+    realtime = True
+
+
+def wall_us():
+    """The wall time since the anchor, on the virtual clock's scale."""
+    return utime.ticks_diff(utime.ticks_us(), wall0)
+
+
+def _pace():
+    global now_us
+    ahead = now_us - utime.ticks_diff(utime.ticks_us(), wall0)
+    if ahead <= RT_AHEAD_US:
+        if ahead < -RT_JUMP_US:
+            stats["rt_jumps"] += 1
+            stats["rt_jump_us"] += -ahead
+            now_us -= ahead
+        if io is not None:
+            io(0)
+        return
+    while ahead > 0:
+        if io is not None:
+            io(ahead)
+        else:
+            utime.sleep_us(ahead)
+        ahead = now_us - utime.ticks_diff(utime.ticks_us(), wall0)
