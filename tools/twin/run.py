@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class TwinResult:
     stats: dict[str, Any]
     workdir: Path
     output: str
+    launch_s: float = 0.0  # wall time of the twin itself (not the image build or the render)
 
 
 def build_image(out: Path, hal: Path | None = None, replace: dict[str, Path] | None = None) -> Path:
@@ -135,12 +137,14 @@ def run(scn: Scenario, opts: Options | None = None, workdir: Path | None = None)
     opts = opts or Options()
     work = workdir or Path(tempfile.mkdtemp(prefix="efd-twin-"))
     prepare(scn, work, opts)
+    t0 = time.perf_counter()
     output, rc = launch(work, opts)
+    launch_s = time.perf_counter() - t0
     stats_path = work / "stats.json"
     if rc != 0 or not stats_path.exists():
         raise RuntimeError(f"the twin failed (exit {rc}):\n{output[-4000:]}")
     stats = json.loads(stats_path.read_text())
-    return TwinResult(events(work), stats, work, output)
+    return TwinResult(events(work), stats, work, output, launch_s)
 
 
 def figures(res: TwinResult) -> dict[str, Any]:
