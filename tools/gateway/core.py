@@ -19,6 +19,14 @@ COMMAND is retransmitted byte-identical (same counter and tag, so the detector s
 its counter (`cmd_counter`) arrives: RS-485 once per poll cycle, other links after 2 s doubling
 to 30 s. After the last try's timeout (5 tries) the command is given up: stored and
 republished with status `timeout`. tick() drives the timers.
+
+Hostile input (SPEC.md section 7.3, docs/gateway.md "Hostile input"): nothing an unauthenticated
+frame says moves state that matters (an untagged HELLO's host_counter is never taken); every
+host counter emitted is in 1..HOST_COUNTER_MAX and never wraps (past it the gateway refuses to
+send, counted `counter_exhausted`); a retransmitted or replayed event is answered with the ACK
+frame already sent for it, byte-identical, so replays consume no counters; and handle(),
+result(), flush() and tick() never raise: each frame, each ACK and each batch runs under a
+guard that counts `internal_error`, logs (rate-limited) and goes on.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ LOG_EVERY_S = 10.0  # rate limit for per-reason rejection logs
 CMD_RETRY_S = 2.0
 CMD_RETRY_MAX_S = 30.0
 CMD_TRIES = 5
+# The last host->device counter the gateway may emit (SPEC.md section 7.3): counters are u32,
+# never 0, and never wrap.
+HOST_COUNTER_MAX = 0xFFFFFFFF
 
 
 class Link(Protocol):
@@ -103,19 +114,24 @@ Publish = Callable[[str, bytes, bool], None]
 def host_counter_floor(now: float) -> int:
     """Time-based floor for host->device counters: 4 per second since 2020 (fits u32 until
     2054). Any gateway instance, and a restarted one without saved state, then starts above
-    what a sibling used a moment ago, so the detector's strict high-water mark holds."""
-    return max(1, int((now - EPOCH_UNIX) * 4)) & 0xFFFFFFFF
+    what a sibling used a moment ago, so the detector's strict high-water mark holds. Clamped,
+    never wrapped: from 2054 on the floor is HOST_COUNTER_MAX and the gateway stops emitting
+    (SPEC.md section 7.3: re-key before then)."""
+    return min(HOST_COUNTER_MAX, max(1, int((now - EPOCH_UNIX) * 4)))
 
 
 class _Dev:
-    __slots__ = ("addr", "cmd", "cmds", "dev", "enc", "host_ctr", "link", "peer", "tel")
+    __slots__ = ("ack", "addr", "cmd", "cmds", "dev", "enc", "host_ctr", "link", "peer", "tel")
 
     def __init__(self, dev: Device):
         self.dev = dev
         key = Key(dev.key) if dev.key else None
         self.peer = Peer(key, 0, HOST_REQUIRES, uplink=True) if key else None
         self.enc = fr.Encoder(dev.device, key, None) if key else None
-        self.host_ctr = 0
+        self.host_ctr = 0  # the last host counter emitted (or taken from an authentic HELLO)
+        # The ACK sent for the latest event: (event counter, event CRC, wire). A retransmission
+        # or replay of that event is answered with these same bytes, never a new counter.
+        self.ack: tuple[int, int, bytes] | None = None
         self.link: Link | None = None
         self.addr: Any = None
         self.tel: deque[tuple[int, int]] = deque(maxlen=TEL_WINDOW)
@@ -190,6 +206,18 @@ class Gateway:
                 self.stats["rejected:" + reason],
             )
 
+    def internal_error(self, where: str) -> None:
+        """A bug met by some input (not bad input: that is `rejected:*`): counted, logged at
+        most once per LOG_EVERY_S with its traceback, and the gateway goes on. Call it from an
+        `except Exception` block."""
+        self.count("internal_error")
+        t = time.monotonic()
+        if t - self._last_log.get("internal_error", -1e9) >= LOG_EVERY_S:
+            self._last_log["internal_error"] = t
+            log.exception(
+                "internal error in %s [%d so far]; carrying on", where, self.stats["internal_error"]
+            )
+
     def pending(self) -> int:
         return (
             len(self._tel)
@@ -208,23 +236,25 @@ class Gateway:
         """One stuffed frame (a datagram, an MQTT payload or a stream segment). Never raises
         for any bytes: everything wrong is counted and logged, nothing of it is stored."""
         self.count("rx")
-        try:
+        try:  # the per-frame guard: decode -> checks -> batch (-> a full batch's flush)
             f = fr.decode(wire)
             if not f.ok:
                 self._reject(f.name, f"{len(wire)} bytes via {link.name} {addr!r}")
                 return
             self.frame(f, link, addr)
         except Exception:  # a bug, not bad input (the codec never raises on bytes): keep going
-            self.count("internal_error")
-            log.exception("internal error on a %d-byte frame via %s", len(wire), link.name)
+            self.internal_error(f"a {len(wire)}-byte frame via {link.name}")
 
     def result(self, res: fr.Frame | fr.Error, link: Link, addr: Any = None) -> None:
         """A StreamDecoder result (serial): the same path as handle() after decoding."""
         self.count("rx")
-        if not res.ok:
-            self._reject(res.name, f"stream segment via {link.name} {addr!r}")
-            return
-        self.frame(res, link, addr)  # type: ignore[arg-type]
+        try:
+            if not res.ok:
+                self._reject(res.name, f"stream segment via {link.name} {addr!r}")
+                return
+            self.frame(res, link, addr)  # type: ignore[arg-type]
+        except Exception:
+            self.internal_error(f"a stream frame via {link.name}")
 
     def frame(self, f: fr.Frame, link: Link, addr: Any = None) -> None:
         st = self.devs.get(f.device)
@@ -318,8 +348,11 @@ class Gateway:
             self._res_meta.append((f, link, addr, req))
             self._touch(f.device, now, link, addr)
         elif t == M.HELLO:
+            # SPEC.md section 7.3: only an authenticated HELLO (tag verified, counter above its
+            # mark: peer.check passed) may raise the host counter. An untagged one's
+            # host_counter is republished, never trusted: anyone can send it.
             hc = fields["host_counter"]
-            if hc > st.host_ctr:
+            if f.tag is not None and hc > st.host_ctr:
                 st.host_ctr = hc
             fw = ".".join(str(x) for x in fields["fw"])
             self._seen[f.device] = (now, link.name, _addr(addr), None, fw, fields["boot_count"])
@@ -353,13 +386,19 @@ class Gateway:
         """A retransmission of something already accepted: answer it again (after the pending
         batch is committed), never store it twice. A replayed counter whose tag is not the one
         stored is an attack or a bug: rejected."""
+        if f.type == M.EVENT and err.code == fr.E_REPLAY:
+            # Below the mark (or at it with another tag). Stop-and-wait (SPEC.md section 8):
+            # the detector sent the event at the mark only after this one was ACKed, so nobody
+            # waits for an answer; a replay is neither stored nor answered (SPEC.md 7.3).
+            self._reject(err.name, f"device {f.device} event counter {f.counter}")
+            return
         pending = any(
             m[0].device == f.device and m[0].counter == f.counter for m in self._ev_meta
         ) or any(m[0].device == f.device and m[0].counter == f.counter for m in self._res_meta)
         if pending or (f.type == M.EVENT and self.store.has_event(f.device, f.counter, f.tag)):
             self.count("duplicate:" + f.name)
-            if f.type == M.EVENT:  # an event's ACK may have been lost: answer again
-                self._reack.append((f, link, addr))
+            if f.type == M.EVENT:  # an event's ACK may have been lost: answer again (the
+                self._reack.append((f, link, addr))  # same ACK bytes, see _ack)
             return
         if f.type == M.RESULT:
             if self.store.has_result(f.device, f.counter):
@@ -381,6 +420,15 @@ class Gateway:
 
     # -- flush / ack -------------------------------------------------------------------------
     def flush(self) -> None:
+        """Commit the batch, then ACK its events and republish. Never raises (the event loop,
+        a full batch in handle() and the RS-485 master call it): a failed commit ACKs nothing
+        (the devices retransmit), anything else is an `internal_error`."""
+        try:
+            self._flush()
+        except Exception:
+            self.internal_error("flush")
+
+    def _flush(self) -> None:
         if not (
             self._tel
             or self._ev
@@ -423,18 +471,29 @@ class Gateway:
                     st.peer.tags[0] = None
             return
         now = time.time()
+        # Committed: each ACK and republication under its own guard, so one that fails cannot
+        # cost the others their ACK (the detector would retransmit, but an alarm waits).
         for (f, link, addr), is_new in zip(meta, new, strict=True):
             self.count("stored:event" if is_new else "duplicate:event_db")
-            self._ack(f, link, addr, now)
-            if is_new and self.publish is not None:
-                self._pub(f.device, "event", f, now)
-                self._pub_state(f)
+            try:
+                self._ack(f, link, addr, now)
+                if is_new and self.publish is not None:
+                    self._pub(f.device, "event", f, now)
+                    self._pub_state(f)
+            except Exception:
+                self.internal_error(f"ACK of event {f.counter} of device {f.device}")
         for f, _link, _addr, req in rmeta:  # RESULTs are not ACKed (SPEC.md section 8)
             self.count("stored:result")
             if self.publish is not None:
-                self._pub(f.device, "result", f, now, {"request": req} if req else None)
+                try:
+                    self._pub(f.device, "result", f, now, {"request": req} if req else None)
+                except Exception:
+                    self.internal_error(f"republishing a RESULT of device {f.device}")
         for f, link, addr in reack:
-            self._ack(f, link, addr, now)
+            try:
+                self._ack(f, link, addr, now)
+            except Exception:
+                self.internal_error(f"re-ACK of event {f.counter} of device {f.device}")
         if self.on_flush is not None:
             self.on_flush()
 
@@ -453,22 +512,50 @@ class Gateway:
         self.flush()
         self.flush()
 
-    def _next_counter(self, st: _Dev, now: float) -> int:
+    def _next_counter(self, st: _Dev, now: float) -> int | None:
+        """The next host counter for this device (SPEC.md section 7.3): max(last + 1, the time
+        floor), or None, counted and logged, if that would pass HOST_COUNTER_MAX: the
+        counter space under this key is used up and nothing tagged may be sent any more
+        (no wrap: the detector would refuse it, or later accept replays)."""
         c = max(st.host_ctr + 1, host_counter_floor(now))
+        if c > HOST_COUNTER_MAX:
+            self.count("counter_exhausted")
+            t = time.monotonic()
+            if t - self._last_log.get("counter_exhausted", -1e9) >= LOG_EVERY_S:
+                self._last_log["counter_exhausted"] = t
+                log.error(
+                    "host counter of device %d exhausted (last %d): nothing tagged is sent to "
+                    "it until it is re-provisioned with a new key [%d refused so far]",
+                    st.dev.device, st.host_ctr, self.stats["counter_exhausted"],
+                )  # fmt: skip
+            return None
         st.host_ctr = c
         return c
 
     def _ack(self, f: fr.Frame, link: Link, addr: Any, now: float) -> None:
+        """ACK an event. The first ACK of an event takes a counter and is kept; a
+        retransmission or replay of that event gets the same bytes again, so no number of
+        copies can push the counter ahead of the clock (SPEC.md section 7.3)."""
         st = self.devs[f.device]
         if st.enc is None:
             return
-        wire = st.enc.message(
-            M.ACK,
-            fr.efd_time(int(now)),
-            {"ack_type": f.type, "ack_seq": f.seq, "ack_crc": f.crc},
-            auth=True,
-            counter=self._next_counter(st, now),
-        )
+        a = st.ack
+        if a is not None and a[0] == f.counter and a[1] == f.crc:
+            wire = a[2]
+            self.count("ack_resent")
+        else:
+            counter = self._next_counter(st, now)
+            if counter is None:
+                self.count("ack_failed")
+                return
+            wire = st.enc.message(
+                M.ACK,
+                fr.efd_time(int(now)),
+                {"ack_type": f.type, "ack_seq": f.seq, "ack_crc": f.crc},
+                auth=True,
+                counter=counter,
+            )
+            st.ack = (f.counter, f.crc, wire)
         try:
             link.send(f.device, wire, addr)
             self.count("ack_sent")
@@ -488,6 +575,11 @@ class Gateway:
             raise ValueError(f"device {device} has no key: commands must be authenticated")
         if st.link is None and self.default_link is None:
             raise ValueError(f"device {device} has not been heard from: no route to it")
+        if max(st.host_ctr + 1, host_counter_floor(time.time())) > HOST_COUNTER_MAX:
+            self.count("counter_exhausted")
+            raise ValueError(
+                f"device {device}: host counter exhausted, re-provision it with a new key"
+            )
         try:
             M.pack(M.COMMAND, fields, bytearray(256), 0)  # validate now, encode when sent
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
@@ -518,7 +610,12 @@ class Gateway:
             c = st.cmds.popleft()
             now = time.time()
             assert st.enc is not None
-            c.counter = self._next_counter(st, now)
+            counter = self._next_counter(st, now)
+            if counter is None:  # used up while the command was queued: cannot be sent
+                c.status, c.done = "abandoned", now
+                self._cmd_dirty[c.request] = c
+                continue
+            c.counter = counter
             c.wire = st.enc.message(
                 M.COMMAND, fr.efd_time(int(now)), c.fields, auth=True, counter=c.counter
             )
@@ -563,16 +660,23 @@ class Gateway:
             return
         mono = time.monotonic() if mono is None else mono
         for c in [c for c in self._inflight.values() if c.due <= mono]:
-            st = self.devs[c.device]
-            assert c.counter is not None
-            got = self.store.result_for(c.device, c.counter)
-            if got is not None:  # stored by a sibling instance that received the RESULT
-                self._complete(st, c, got[0], got[1], time.time())
-            elif c.tries >= self.cmd_tries:
-                self._give_up(st, c)
-            else:
-                self.count("command_retransmit")
-                self._transmit(st, c, mono)
+            try:  # one command's trouble (a lost database, a bug) must not stop the others
+                self._tick_one(c, mono)
+            except Exception:
+                self.internal_error(f"command {c.request} to device {c.device}")
+                c.due = mono + self.cmd_retry  # not again at every tick
+
+    def _tick_one(self, c: Command, mono: float) -> None:
+        st = self.devs[c.device]
+        assert c.counter is not None
+        got = self.store.result_for(c.device, c.counter)
+        if got is not None:  # stored by a sibling instance that received the RESULT
+            self._complete(st, c, got[0], got[1], time.time())
+        elif c.tries >= self.cmd_tries:
+            self._give_up(st, c)
+        else:
+            self.count("command_retransmit")
+            self._transmit(st, c, mono)
 
     def _give_up(self, st: _Dev, c: Command) -> None:
         now = time.time()

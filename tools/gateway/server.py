@@ -138,8 +138,13 @@ async def serve(o: Options) -> dict[str, int]:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), o.flush_interval)
-            gw.tick()
-            gw.flush()
+            # Both guard themselves (they never raise); this guard is the last line, so that
+            # no input, and no bug it meets, ends the service.
+            try:
+                gw.tick()
+                gw.flush()
+            except Exception:
+                gw.internal_error("service loop")
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + o.stats_every

@@ -24,6 +24,8 @@ log = logging.getLogger("efd.gateway")
 
 UDP_RCVBUF = 4 << 20  # bytes; the kernel caps it at net.core.rmem_max
 RECV_BURST = 1024  # datagrams per readiness callback before yielding to the loop
+FRAMES_BURST = 4096  # frames handled per readiness callback (a datagram may carry many)
+UDP_MAX = 65535  # receive buffer per datagram: the largest UDP payload, so none is truncated
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -53,11 +55,17 @@ class UdpLink:
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
+        """Bounded per wake-up: at most RECV_BURST datagrams and, once FRAMES_BURST frames
+        are handled, the rest waits for the next callback (the socket is still readable), so
+        a flood of many-frame datagrams cannot hold the loop (flushes, ACKs, other links).
+        Datagrams are read whole (UDP_MAX): a concentrator's batch is never truncated.
+        Gateway.handle() never raises."""
         recv = self.sock.recvfrom
         handle = self.gw.handle
+        frames = 0
         for _ in range(RECV_BURST):
             try:
-                data, addr = recv(4096)
+                data, addr = recv(UDP_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ICMP errors from an earlier send: not fatal
@@ -66,9 +74,14 @@ class UdpLink:
                 continue
             if data.count(0) <= 1:
                 handle(data, self, addr)
+                frames += 1
             else:
-                for seg in split_frames(data):
+                segs = split_frames(data)
+                for seg in segs:
                     handle(seg, self, addr)
+                frames += len(segs)
+            if frames >= FRAMES_BURST:
+                return
 
     def send(self, device: int, wire: bytes, addr: Any) -> None:
         self.sock.sendto(wire, addr)
@@ -187,7 +200,10 @@ class MqttLink:
             topic, payload = q.popleft()
             n += 1
             if topic.startswith(cmd_prefix):
-                self._command(topic[len(cmd_prefix) :], payload)
+                try:  # a request is input too: nothing in it may stop the drain
+                    self._command(topic[len(cmd_prefix) :], payload)
+                except Exception:
+                    gw.internal_error("an MQTT command request")
                 continue
             # The topic's device id is only a routing hint; the frame's header is the truth.
             for seg in split_frames(payload):
