@@ -7,6 +7,13 @@
 # the detector persists the host counter before acting on a command and answers nothing to
 # no_tag/bad_tag/replay; §8 one event in flight, byte-identical retransmission, 2 s doubling
 # to 60 s; §9 polled mode for RS-485: transmit only in answer to a frame for us, one frame each.
+#
+# Bounded under a flood (docs/firmware.md, Link under a flood): service() reads once per call
+# and poll() at most _RX_READS times a window, the rest waits in the transport's own buffer;
+# a duplicate command re-sends its cached RESULT once per transmission slot, however many
+# copies arrive; the owed best-effort frames are at most _OWED; and a new event goes out
+# before anything else (see _send_one). So no input can hold the loop or queue frames in
+# front of an alarm.
 from array import array
 
 from efd import events as ev
@@ -22,6 +29,15 @@ _RETX_FIRST_MS = const(2000)
 _RETX_MAX_MS = const(60000)
 _TELEMETRY_MS = const(10000)
 _RX = const(64)
+_RX_READS = const(4)  # reads per poll(): 256 B a window, one frame of the maximum wire size
+# Owed best-effort frames (HELLO, CONFIG, SNAPSHOT chunks, a duplicate command's cached RESULT
+# once): at most this many; when full the oldest is dropped. Safe: each is best effort (SPEC.md
+# §8: never retransmitted; the host retransmits a command whose RESULT it missed and asks again
+# for a CONFIG or a chunk), a newer answer supersedes an older one, only a new authenticated
+# command, its duplicate or the boot's HELLO adds to it, and neither events (the flash log) nor
+# a new command's RESULT (self.result) are ever in it. One host command at a time owes at most
+# 3 (a snapshot's chunks), plus the HELLO of the boot.
+_OWED = const(4)
 
 
 class Link:
@@ -37,7 +53,11 @@ class Link:
         self.enc = fr.Encoder(device, key, app.next_counter)
         self.dec = StreamDecoder(uplink=False)  # downlink types only: see _frame
         self.rx = bytearray(_RX)
-        self.outbox = []  # owed frames (bytes): RESULT, CONFIG, SNAPSHOT, HELLO; sent first
+        self.outbox = []  # owed best-effort frames (bytes): see _OWED
+        self.result = None  # the RESULT owed for a new command (bytes): sent first
+        # Whose turn (_send_one): 2 the in-flight event's first transmission, 1 the owed
+        # frames' (the event went last), 0 the event's retransmission.
+        self.turn = 0
         self.inflight = 0  # event id on the wire, 0 = none
         self.inflight_seq = 0
         self.inflight_crc = -1
@@ -60,8 +80,10 @@ class Link:
         if not self.app.hal.polled:
             return
         rx = self.rx
+        # One read per call (every ~10 ms: 6 KB/s, six times a 9600-baud line): a flood
+        # cannot hold the sampling burst; what is left waits for the next call.
         n = io.read(rx)
-        while n:
+        if n:
             for f in self.dec.feed(memoryview(rx)[:n]):
                 if f.ok and f.type == M.POLL and f.device == self.enc.device and not self.later:
                     self.tele_at = now
@@ -71,7 +93,6 @@ class Link:
                         self._send_one(now, True)
                 elif f.device == self.enc.device and len(self.later) < 4:
                     self.later.append(f)  # a polled bus holds one frame per grant: 4 is plenty
-            n = io.read(rx)
 
     def poll(self, now):
         io = self.io
@@ -81,12 +102,15 @@ class Link:
         while later:
             if self._frame(later.pop(0), now):
                 grants += 1
-        n = io.read(rx)
-        while n:
+        # At most _RX_READS reads a window: a flood waits in the transport's buffer (and
+        # overflows there), never holds the loop or the events behind it.
+        for _ in range(_RX_READS):
+            n = io.read(rx)
+            if not n:
+                break
             for f in self.dec.feed(memoryview(rx)[:n]):
                 if self._frame(f, now):
                     grants += 1
-            n = io.read(rx)
         if self.app.hal.polled:
             while grants and not io.busy():
                 if not self._send_one(now, True):
@@ -105,12 +129,15 @@ class Link:
             return f.type == M.POLL
         err = self.peer.check(f)
         t = f.type
+        ob = self.outbox
         if err is not None:
             if err.code != fr.E_DUPLICATE:
                 # SPEC.md §7.3: no answer to no_tag, bad_tag or replay: no oracle, no bus time.
                 return False
-            if t == M.COMMAND and self.last_result is not None:
-                self.outbox.append(self.last_result)
+            r = self.last_result
+            if t == M.COMMAND and r is not None and r not in ob:
+                ob.append(r)  # owed once, however many copies arrive (a replay flood)
+                del ob[:-_OWED]
             return True
         if t == M.COMMAND:
             fields = f.fields
@@ -120,8 +147,8 @@ class Link:
             self.last_result = None
             if status >= 0:  # < 0: the app answers later (self-test) with send_result()
                 self.send_result(f.counter, cmd, status, value)
-            for x in extra:
-                self.outbox.append(x)
+            ob.extend(extra)
+            del ob[:-_OWED]  # the oldest best-effort frames beyond _OWED (see there)
         elif t == M.ACK:
             a = f.fields
             if (
@@ -142,20 +169,26 @@ class Link:
         return True
 
     def send_result(self, counter, cmd, status, value):
-        res = self.enc.message(
+        self.last_result = self.result = self.enc.message(
             M.RESULT,
             self.app.hal.time(),
             {"cmd_counter": counter, "cmd": cmd, "status": status, "value": value},
             auth=True,
         )
-        self.last_result = res
-        self.outbox.append(res)
 
     # -- transmit ------------------------------------------------------------------------------
     def _send_one(self, now, polled):
+        """Send the most urgent frame, if any is due; True if one went out. Order: the RESULT
+        of a new command (one, and only the key holder makes one); a new event (its first
+        transmission: an alarm waits for nothing but the event before it, §8); then the
+        in-flight event's retransmission taking turns with the owed best-effort frames, so
+        neither starves the other (a HELLO must get out while the host cannot ACK); then
+        telemetry."""
         io = self.io
-        if self.outbox:
-            io.write(self.outbox.pop(0))
+        r = self.result
+        if r is not None:
+            self.result = None
+            io.write(r)
             return True
         if not self.inflight:
             # Put the oldest pending event on the wire (encoded once, resent byte-identical).
@@ -171,15 +204,25 @@ class Link:
                     self.inflight_crc = self.enc.crc
                     self.inflight = rid
                     self.inflight_seq = seq
+                    self.turn = 2
                     break
                 log.ack(rid)  # torn or overwritten record: nothing left to send for this id
                 rid += 1
-        if self.inflight and (polled or ticks.diff(now, self.retx_at) >= 0):
+        turn = self.turn
+        ob = self.outbox
+        if self.inflight and (
+            turn == 2 or ((polled or ticks.diff(now, self.retx_at) >= 0) and not (turn and ob))
+        ):
+            self.turn = 1
             io.write(self.inflight_wire)
             if not polled:
                 self.retx_at = ticks.add(now, self.retx_ms)
                 ms = self.retx_ms
                 self.retx_ms = ms * 2 if ms < _RETX_MAX_MS // 2 else _RETX_MAX_MS
+            return True
+        self.turn = 0
+        if ob:
+            io.write(ob.pop(0))
             return True
         if polled or ticks.diff(now, self.tele_at) >= 0:
             self.tele_at = ticks.add(now, _TELEMETRY_MS)

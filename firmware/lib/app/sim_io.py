@@ -10,6 +10,7 @@ import time
 from array import array
 
 from efd import rms, ticks
+from protocol.frame import MAX_WIRE
 
 FEED_MAGIC = b"EFDFEED1"
 # Per window: residual + 3 phases (rms.N u16 each), 4 NTC codes, arc pulses, pad: all u16 LE.
@@ -28,17 +29,37 @@ def _addr(port):
 
 
 class UdpLink:
-    """The protocol link as datagrams: each write() is one datagram of stuffed frames."""
+    """The protocol link as datagrams: each write() is one datagram of stuffed frames.
+
+    read() is a byte stream, like the board's UART: a datagram is received whole into its own
+    buffer and handed out len(buf) bytes at a time (the link reads 64). Reading a datagram
+    straight into the caller's buffer truncated every frame over 64 bytes on the wire (a
+    set_config of 9 parameters was never answered): the kernel drops what does not fit."""
 
     def __init__(self, dev_port, host_port):
         self.sock = _udp(dev_port)
         self.peer = _addr(host_port)
+        # A whole datagram: a frame of the protocol's maximum wire size, or several frames
+        # back to back (SPEC.md §3); what a longer datagram has beyond it is lost.
+        self.dgram = bytearray(2 * MAX_WIRE)
+        self.pos = 0
+        self.end = 0
 
     def read(self, buf):
-        try:
-            return self.sock.readinto(buf)
-        except OSError:
-            return 0
+        if self.pos >= self.end:
+            try:
+                n = self.sock.readinto(self.dgram)
+            except OSError:
+                return 0
+            if not n:
+                return 0
+            self.pos = 0
+            self.end = n
+        p = self.pos
+        k = min(len(buf), self.end - p)
+        buf[:k] = memoryview(self.dgram)[p : p + k]
+        self.pos = p + k
+        return k
 
     def write(self, data):
         try:
