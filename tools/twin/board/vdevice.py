@@ -35,7 +35,7 @@ _boot = {}
 cause = machine.PWRON_RESET
 _depth = [0]  # flash operations in progress: allocate nothing (LittleFS may lock the heap)
 _last = [0, 0]  # utime.ticks_us() of the last io(), and when the twin last woke from idle
-_intr = [None, bytearray(64)]  # socket for Ctrl-C datagrams, a buffer
+_intr = [None]  # socket for Ctrl-C datagrams
 _poll = select.poll()  # what io() waits on: Ctrl-C, the bus
 _seen = [0]  # the last twin.boots reported to the supervisor
 _note = [None, None]  # socket, supervisor address
@@ -127,14 +127,19 @@ def _booted():
 
 
 def _ctrl_c():
-    """True if the Ctrl-C datagram waiting is fresh: typed since the twin last woke from idle
-    (the supervisor's monotonic clock, which is the unix port's ticks_us clock)."""
-    try:
-        n = _intr[0].readinto(_intr[1])
-        sent = int(bytes(_intr[1][:n]))
-    except (OSError, ValueError, TypeError):
-        return False
-    return utime.ticks_diff(sent, _last[1]) >= 0
+    """True if a Ctrl-C datagram waiting is fresh: typed since the twin last woke from idle
+    (the supervisor's monotonic clock, which is the unix port's ticks_us clock). One datagram
+    per recv() (readinto() would run several together, as a stream)."""
+    fresh = False
+    while True:
+        try:
+            sent = int(_intr[0].recv(32))
+        except OSError:
+            return fresh
+        except ValueError:
+            continue
+        if utime.ticks_diff(sent, _last[1]) >= 0:
+            fresh = True
 
 
 def io(wait_us):
