@@ -6,6 +6,13 @@
 #   scripts/broker.sh start DIR [PORT]   # start (installs first if needed); prints the port
 #   scripts/broker.sh stop DIR           # stop the instance whose pid file is in DIR
 #
+# Clients must authenticate (allow_anonymous false) and are confined by DIR/acl (see
+# docs/gateway.md, "MQTT users and ACLs"). At the first start in DIR a random password is made
+# for each user and written to DIR/users/<user> (mode 600; nothing is stored in the repository);
+# DIR/passwd holds their hashes (mosquitto_passwd). Users: gateway, operator, fleet (the
+# simulator, a concentrator publishing for many detectors) and one per device id listed in
+# $BROKER_DETECTORS (user name = device id). Restarts in the same DIR keep the passwords.
+#
 # MQTT 5 shared subscriptions ($share/GROUP/TOPIC) need Mosquitto >= 1.6; Debian 12 ships 2.0.
 # The system service is never touched: this instance runs from DIR and is stopped by pid.
 set -euo pipefail
@@ -31,6 +38,66 @@ install() {
     test -n "$(find_mosquitto)"
 }
 
+find_passwd() {
+    command -v mosquitto_passwd 2>/dev/null || { test -x /usr/bin/mosquitto_passwd && echo /usr/bin/mosquitto_passwd; } || true
+}
+
+# DIR/users/<user> (a random password, created once) and DIR/passwd (their hashes).
+make_users() {
+    local dir=$1 u mp
+    mp=$(find_passwd)
+    if [ -z "$mp" ]; then
+        echo "broker.sh: mosquitto_passwd not found (Debian package mosquitto)" >&2
+        return 1
+    fi
+    mkdir -p "$dir/users"
+    chmod 700 "$dir/users"
+    (
+        umask 077
+        : > "$dir/passwd.tmp"
+        for u in gateway operator fleet ${BROKER_DETECTORS:-}; do
+            case $u in *[!A-Za-z0-9_.-]*) echo "broker.sh: bad user name $u" >&2; exit 1 ;; esac
+            [ -s "$dir/users/$u" ] || python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$dir/users/$u"
+            printf '%s:%s\n' "$u" "$(cat "$dir/users/$u")" >> "$dir/passwd.tmp"
+        done
+        "$mp" -U "$dir/passwd.tmp"
+        mv "$dir/passwd.tmp" "$dir/passwd"
+    )
+}
+
+# The ACL (any topic prefix: the first level is +). Detectors are users named by device id.
+write_acl() {
+    cat > "$1/acl" <<'ACL'
+# Written by scripts/broker.sh. Pattern lines apply to every user: a detector (user name =
+# device id) publishes only its own uplink and reads only its own downlink.
+pattern write +/up/%u
+pattern read +/down/%u
+
+# The gateway: reads uplinks and command requests, publishes downlinks, decoded JSON, state
+# and its status (last will).
+user gateway
+topic read +/up/+
+topic read +/cmd/+/+
+topic write +/down/+
+topic write +/json/#
+topic write +/state/+
+topic readwrite +/gw/+/status
+
+# The fleet simulator: one client speaking for every detector (a concentrator).
+user fleet
+topic write +/up/+
+topic read +/down/+
+
+# An operator: requests commands only under its own user name (the gateway records that name),
+# reads what the gateway publishes. Add one such block per operator account.
+user operator
+topic write +/cmd/operator/+
+topic read +/json/#
+topic read +/state/+
+topic read +/gw/+/status
+ACL
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -43,10 +110,14 @@ start() {
     if [ -z "$port" ]; then
         if [ -f "$dir/port" ]; then port=$(cat "$dir/port"); else port=$(free_port); fi
     fi
+    make_users "$dir"
+    write_acl "$dir"
     cat > "$dir/mosquitto.conf" <<CONF
 # Written by scripts/broker.sh: a private, loopback-only test broker.
 listener $port 127.0.0.1
-allow_anonymous true
+allow_anonymous false
+password_file $dir/passwd
+acl_file $dir/acl
 persistence true
 persistence_location $dir/
 autosave_interval 1

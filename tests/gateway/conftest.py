@@ -22,6 +22,8 @@ from protocol import frame as fr
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SH = ROOT / "scripts" / "broker.sh"
 SECRET = b"gateway-test-fleet-secret"
+# Detector users the broker gets (user name = device id; scripts/broker.sh, $BROKER_DETECTORS).
+BROKER_DETECTORS = (100001, 100002, 100003)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -39,7 +41,8 @@ class Broker:
 
     def start(self) -> None:
         cmd = [str(BROKER_SH), "start", str(self.dir)] + ([str(self.port)] if self.port else [])
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        env = dict(os.environ, BROKER_DETECTORS=" ".join(map(str, BROKER_DETECTORS)))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         if r.returncode != 0:
             raise RuntimeError("broker did not start: " + r.stderr)
         self.port = int(r.stdout.strip().splitlines()[-1])
@@ -55,6 +58,17 @@ class Broker:
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def password_file(self, user: str) -> Path:
+        """The password broker.sh generated for `user` (gateway, operator, fleet, a device id)."""
+        return self.dir / "users" / user
+
+    def password(self, user: str) -> str:
+        return self.password_file(user).read_text().strip()
+
+    def auth(self, user: str) -> list[str]:
+        """CLI options that log in as `user`."""
+        return ["--mqtt-user", user, "--mqtt-password-file", str(self.password_file(user))]
 
 
 @pytest.fixture(scope="session")

@@ -293,20 +293,21 @@ def test_mqtt_give_up_is_republished_and_queryable(tmp_path, fleet_files, procs,
     db = tmp_path / "gw.db"
     fast = ["--command-retry", "0.1", "--command-retry-max", "0.3"]
     gw = start_gateway(procs, tmp_path, fleet_files, "gwc", db, "--mqtt", broker.addr,
-                       "--prefix", "tc", *fast)  # fmt: skip
+                       "--prefix", "tc", *broker.auth("gateway"), *fast)  # fmt: skip
     got: list[dict] = []
     sub = threading.Event()
     cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     cl.on_connect = lambda c, u, f, r, p: c.subscribe("tc/json/100005/result", 1)
     cl.on_subscribe = lambda *a: sub.set()
     cl.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    cl.username_pw_set("operator", broker.password("operator"))
     cl.connect("127.0.0.1", broker.port)
     cl.loop_start()
     try:
         assert sub.wait(10)
         # Device 100005 is registered but nothing is on the line: routed over MQTT, unanswered.
         r = run_cli("tools.gateway", "command", "--mqtt", broker.addr, "--prefix", "tc",
-                    "--device", "100005", "selftest")  # fmt: skip
+                    *broker.auth("operator"), "--device", "100005", "selftest")  # fmt: skip
         assert r.returncode == 0, r.stderr
         ans = json.loads(r.stdout)
         assert ans["ok"] and ans["status"] == "sent" and ans["request"]

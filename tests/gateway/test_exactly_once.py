@@ -53,10 +53,11 @@ def test_udp_gateway_crash_and_restart(tmp_path, fleet_files, procs):
 
 def test_mqtt_gateway_restart_and_broker_restart(tmp_path, fleet_files, procs, broker):
     db = tmp_path / "gw.db"
-    mq = ["--mqtt", broker.addr, "--prefix", "t1"]
+    mq = ["--mqtt", broker.addr, "--prefix", "t1", *broker.auth("gateway")]
     gw = start_gateway(procs, tmp_path, fleet_files, "gwm", db, *mq)
     fleet = procs("tools.fleet", ["run", "--registry", str(fleet_files / "fleet.csv"),
                                   "--mqtt", broker.addr, "--prefix", "t1", "--duration", "12",
+                                  *broker.auth("fleet"),
                                   "--report", str(tmp_path / "rep.json"), *FLEET],
                   tmp_path / "fleet.log")  # fmt: skip
     time.sleep(3)

@@ -14,11 +14,12 @@ from tests.gateway.conftest import db_counters, db_events, fleet_report, run_cli
 
 def test_two_instances_split_the_load(tmp_path, fleet_files, procs, broker):
     db = tmp_path / "shared.db"  # one WAL database for both instances
-    mq = ["--mqtt", broker.addr, "--prefix", "t2", "--share", "efd-gw"]
+    mq = ["--mqtt", broker.addr, "--prefix", "t2", "--share", "efd-gw", *broker.auth("gateway")]
     start_gateway(procs, tmp_path, fleet_files, "gwA", db, *mq)
     start_gateway(procs, tmp_path, fleet_files, "gwB", db, *mq)
     fleet = procs("tools.fleet", ["run", "--registry", str(fleet_files / "fleet.csv"),
                                   "--mqtt", broker.addr, "--prefix", "t2", "--duration", "8",
+                                  *broker.auth("fleet"),
                                   "--interval", "2", "--alarm-share", "0.4", "--speed", "8",
                                   "--retry", "1", "--drain", "20",
                                   "--report", str(tmp_path / "rep.json")],
@@ -27,6 +28,7 @@ def test_two_instances_split_the_load(tmp_path, fleet_files, procs, broker):
     # A platform asks for a reset: one instance takes the request (shared cmd topic too).
     dev = 100001
     r = run_cli("tools.gateway", "command", "--mqtt", broker.addr, "--prefix", "t2",
+                *broker.auth("operator"),
                 "--device", str(dev), "reset", "--channel", "all")  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["ok"] is True

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tools.fleet import sim, timeline
+from tools.gateway import cli as gwcli
 from tools.gateway.cli import host_port
 from tools.gateway.registry import (
     PLAN_2020,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     dst = r.add_mutually_exclusive_group(required=True)
     dst.add_argument("--udp", type=host_port, metavar="HOST:PORT", help="gateway UDP address")
     dst.add_argument("--mqtt", type=host_port, metavar="HOST:PORT", help="MQTT broker")
+    gwcli.add_mqtt_auth(r)
     r.add_argument("--prefix", default="efd")
     r.add_argument("--devices", type=int, help="use only the first N registry devices")
     r.add_argument(
@@ -160,8 +162,13 @@ async def _run(args, devices, tls, o: sim.FleetOptions) -> dict:
     if args.udp:
         tr = sim.UdpTransport(*args.udp)
     else:
+        try:
+            user, password = gwcli.mqtt_credentials(args)
+        except gwcli.UsageError as e:
+            raise UsageError(str(e)) from None
         tr = sim.MqttTransport(args.mqtt[0], args.mqtt[1], args.prefix,
-                               client_id=f"fleet-{os.getpid()}")  # fmt: skip
+                               client_id=f"fleet-{os.getpid()}", username=user,
+                               password=password)  # fmt: skip
         await tr.connect()
     dets = sim.build(devices, tls, o, time.monotonic())
     fleet = sim.Fleet(dets, tr.send, o)

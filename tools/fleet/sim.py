@@ -173,7 +173,15 @@ class UdpTransport:
 
 
 class MqttTransport:
-    def __init__(self, host: str, port: int, prefix: str = "efd", client_id: str = ""):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str = "efd",
+        client_id: str = "",
+        username: str | None = None,
+        password: str | None = None,
+    ):
         import paho.mqtt.client as mqtt
 
         self.prefix = prefix
@@ -189,6 +197,8 @@ class MqttTransport:
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(2000)
         c.reconnect_delay_set(1, 2)
+        if username is not None:
+            c.username_pw_set(username, password)
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *a: self.subscribed.set()
         c.on_disconnect = lambda *a: self.subscribed.clear()

@@ -77,6 +77,38 @@ def _secret(args) -> bytes | None:
     return env.encode() if env else None
 
 
+def add_mqtt_auth(p: argparse.ArgumentParser) -> None:
+    """--mqtt-user / --mqtt-password-file (the password is never an argument: it would show in
+    ps and shell history)."""
+    p.add_argument("--mqtt-user", metavar="USER", help="MQTT user name (or env EFD_MQTT_USER)")
+    p.add_argument(
+        "--mqtt-password-file",
+        metavar="FILE",
+        help="file holding the MQTT password (or env EFD_MQTT_PASSWORD_FILE)",
+    )
+
+
+def mqtt_credentials(args) -> tuple[str | None, str | None]:
+    """(user, password) from the options or the environment; (None, None) for none."""
+    user = getattr(args, "mqtt_user", None) or os.environ.get("EFD_MQTT_USER") or None
+    pw_file = (
+        getattr(args, "mqtt_password_file", None)
+        or os.environ.get("EFD_MQTT_PASSWORD_FILE")
+        or None
+    )
+    if pw_file is None:
+        return user, None
+    if user is None:
+        raise UsageError("an MQTT password file needs a user: --mqtt-user or env EFD_MQTT_USER")
+    try:
+        password = Path(pw_file).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise UsageError(f"{pw_file}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{pw_file}: not a UTF-8 text file") from None
+    return user, password
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m tools.gateway",
@@ -105,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen for datagrams (repeatable)",
     )
     r.add_argument("--mqtt", type=host_port, metavar="HOST:PORT", help="MQTT 5 broker")
+    add_mqtt_auth(r)
     r.add_argument("--share", metavar="GROUP", help="join shared subscription $share/GROUP/...")
     r.add_argument(
         "--no-mqtt-ingest", action="store_true", help="use MQTT only to republish and for commands"
@@ -199,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("command", help="ask the gateways (over MQTT) to send a command")
     c.add_argument("--mqtt", type=host_port, required=True, metavar="HOST:PORT")
+    add_mqtt_auth(c)
     c.add_argument("--prefix", default="efd")
     c.add_argument("--device", type=int, required=True)
     c.add_argument(
@@ -332,6 +366,7 @@ def cmd_run(args) -> int:
     if not (args.udp or args.mqtt or args.serial):
         raise UsageError("nothing to listen on: give --udp, --mqtt and/or --serial")
     devices = load_registry(args.registry, _secret(args))
+    mqtt_user, mqtt_password = mqtt_credentials(args)
     opts = Options(
         db=args.db,
         devices=devices,
@@ -339,6 +374,8 @@ def cmd_run(args) -> int:
         udp=args.udp,
         mqtt=args.mqtt,
         mqtt_ingest=not args.no_mqtt_ingest,
+        mqtt_user=mqtt_user,
+        mqtt_password=mqtt_password,
         share=args.share,
         prefix=args.prefix,
         serial=args.serial,
@@ -364,13 +401,18 @@ def cmd_command(args) -> int:
     import paho.mqtt.client as mqtt
 
     fields = command_fields(args)
+    user, password = mqtt_credentials(args)
     got: dict = {}
     done = threading.Event()
     subscribed = threading.Event()
+    refused: list[str] = []
     reply_topic = f"{args.prefix}/json/{args.device}/command"
 
     def on_connect(c, u, flags, reason, props):
-        if not reason.is_failure:
+        if reason.is_failure:
+            refused.append(str(reason))
+            subscribed.set()
+        else:
             c.subscribe(reply_topic, 1)
 
     def on_subscribe(c, u, mid, reasons, props):
@@ -382,6 +424,8 @@ def cmd_command(args) -> int:
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    if user is not None:
+        c.username_pw_set(user, password)
     try:
         c.connect(args.mqtt[0], args.mqtt[1], keepalive=10)
     except OSError as e:
@@ -390,7 +434,12 @@ def cmd_command(args) -> int:
     try:
         if not subscribed.wait(args.timeout):
             raise UsageError("broker did not confirm the subscription")
-        c.publish(f"{args.prefix}/cmd/{args.device}", json.dumps(fields).encode(), qos=1)
+        if refused:
+            raise UsageError(f"broker refused the connection: {refused[0]}")
+        # Requests go under the requester's user name; the broker's ACL lets each operator
+        # publish only there, and the gateway stores that name with the command.
+        topic = f"{args.prefix}/cmd/{user or 'anonymous'}/{args.device}"
+        c.publish(topic, json.dumps(fields).encode(), qos=1)
         if not done.wait(args.timeout):
             raise UsageError(f"no gateway answered within {args.timeout:g} s")
     finally:

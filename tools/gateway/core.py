@@ -75,10 +75,14 @@ class Command:
     done (a RESULT named its counter) or timeout (no RESULT after the last try)."""
 
     __slots__ = ("counter", "device", "done", "due", "fields", "first_sent", "last_sent",
-                 "request", "requested", "result", "status", "tries", "value", "wire")  # fmt: skip
+                 "request", "requested", "requested_by", "result", "status", "tries", "value",
+                 "wire")  # fmt: skip
 
-    def __init__(self, device: int, fields: dict, requested: float):
+    def __init__(
+        self, device: int, fields: dict, requested: float, requested_by: str | None = None
+    ):
         self.request = uuid.uuid4().hex
+        self.requested_by = requested_by  # MQTT user who asked (None: in-process/unknown)
         self.device = device
         self.fields = fields
         self.requested = requested
@@ -100,7 +104,7 @@ class Command:
     def row(self, gateway: str) -> tuple:
         return (self.request, self.device, gateway, self.cmd, json.dumps(self.fields),
                 self.requested, self.counter, self.first_sent, self.last_sent, self.tries,
-                self.status, self.result, self.value, self.done)  # fmt: skip
+                self.status, self.result, self.value, self.done, self.requested_by)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"request": self.request, "device": self.device, "cmd": self.cmd,
@@ -564,7 +568,7 @@ class Gateway:
             log.warning("ACK to device %d via %s failed: %s", f.device, link.name, e)
 
     # -- commands ----------------------------------------------------------------------------
-    def command(self, device: int, fields: dict) -> Command:
+    def command(self, device: int, fields: dict, requested_by: str | None = None) -> Command:
         """Queue an authenticated COMMAND for a device; it goes out now if none is in flight
         for that device, else after the ones before it are answered or given up. Raises
         ValueError for a request that cannot be sent."""
@@ -584,7 +588,7 @@ class Gateway:
             M.pack(M.COMMAND, fields, bytearray(256), 0)  # validate now, encode when sent
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"bad command {fields!r}: {e}") from None
-        c = Command(device, fields, time.time())
+        c = Command(device, fields, time.time(), requested_by)
         st.cmds.append(c)
         self._cmd_dirty[c.request] = c
         self.count("command_requested")

@@ -168,7 +168,7 @@ def commands(
     RESULT's status and value), timeout (given up after the last try), abandoned."""
     q = (
         "SELECT c.requested, c.device, d.name, c.cmd, c.args, c.status, c.tries, c.result, "
-        "c.value, c.cmd_counter, c.done, c.gateway, c.request FROM commands c "
+        "c.value, c.cmd_counter, c.done, c.gateway, c.request, c.requested_by FROM commands c "
         "LEFT JOIN devices d USING (device) WHERE c.requested >= ?"
     )
     args: list = [since]
@@ -182,7 +182,7 @@ def commands(
     if limit:
         q += f" LIMIT {int(limit)}"
     cols = ["requested", "device", "name", "cmd", "args", "status", "tries", "result", "value",
-            "cmd_counter", "done", "gateway", "request"]  # fmt: skip
+            "cmd_counter", "done", "gateway", "request", "requested_by"]  # fmt: skip
     rows = [(iso(r[0]), *r[1:10], iso(r[10]), *r[11:]) for r in db.execute(q, args)]
     return cols, rows
 

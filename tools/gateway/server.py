@@ -29,6 +29,8 @@ class Options:
     udp: list[tuple[str, int]] = field(default_factory=list)
     mqtt: tuple[str, int] | None = None
     mqtt_ingest: bool = True
+    mqtt_user: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)  # never logged
     share: str | None = None
     prefix: str = "efd"
     serial: list[tuple[str, int]] = field(default_factory=list)
@@ -65,6 +67,8 @@ async def serve(o: Options) -> dict[str, int]:
             prefix=o.prefix,
             share=o.share,
             ingest=o.mqtt_ingest,
+            username=o.mqtt_user,
+            password=o.mqtt_password,
         )
         publish = mqtt.publish
     gw = Gateway(

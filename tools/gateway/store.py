@@ -16,10 +16,17 @@ Tables (docs/gateway.md has the full description):
 
 Several gateway processes may share one database file: WAL lets readers run beside the one
 writer, and busy_timeout serialises the writers' short batch transactions.
+
+Durability: a batch that carries EVENT rows commits with `PRAGMA synchronous=FULL` (the WAL is
+fsynced before COMMIT returns), because the gateway ACKs those events right after the commit and
+an ACKed detector forgets the event: with NORMAL, a power loss after the ACK could lose an alarm
+nobody will ever send again. Batches without events (telemetry, counters, commands) stay NORMAL:
+never corrupt, and losing the last moments of telemetry is harmless. Store.flush picks the level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -105,7 +112,8 @@ CREATE TABLE IF NOT EXISTS commands (
     status      TEXT NOT NULL,
     result      TEXT,
     value       INTEGER,
-    done        REAL
+    done        REAL,
+    requested_by TEXT  -- the MQTT user who asked (topic <prefix>/cmd/<user>/<device>, ACL-bound)
 );
 CREATE INDEX IF NOT EXISTS commands_device_counter ON commands(device, cmd_counter);
 CREATE INDEX IF NOT EXISTS commands_requested ON commands(requested);
@@ -174,7 +182,8 @@ chunks, scale_exp, rate_hz, trigger, offset, samples) VALUES (?,?,?,?,?,?,?,?,?,
 # A command row as the gateway last knew it. A `done` written meanwhile (a sibling instance
 # stored the RESULT, or a late RESULT arrived) is never turned back into timeout/abandoned.
 _UPS_CMD = "INSERT INTO commands(request, device, gateway, cmd, args, requested, cmd_counter, \
-first_sent, last_sent, tries, status, result, value, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+first_sent, last_sent, tries, status, result, value, done, requested_by) \
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
 ON CONFLICT(request) DO UPDATE SET cmd_counter=excluded.cmd_counter, \
 first_sent=excluded.first_sent, last_sent=excluded.last_sent, tries=excluded.tries, \
 status=CASE WHEN commands.status='done' THEN 'done' ELSE excluded.status END, \
@@ -186,7 +195,19 @@ _DONE_CMD = "UPDATE commands SET status='done', result=?, value=?, done=? \
 WHERE device=? AND cmd_counter=? AND status != 'done'"
 
 
-def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+# PRAGMA synchronous levels accepted by connect() and Store (no other text reaches the SQL).
+SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _sync_level(level: str) -> str:
+    if level.upper() not in SYNC_LEVELS:
+        raise ValueError(f"synchronous must be one of {SYNC_LEVELS}, not {level!r}")
+    return level.upper()
+
+
+def connect(
+    path: str | Path, readonly: bool = False, synchronous: str = "NORMAL"
+) -> sqlite3.Connection:
     if readonly:
         p = Path(path)
         if not p.exists():
@@ -195,20 +216,55 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     else:
         db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        # WAL + NORMAL: never corrupt, durable at checkpoints; Store raises it to FULL for the
+        # transactions whose events are ACKed (see Store.flush).
+        db.execute(f"PRAGMA synchronous={_sync_level(synchronous)}")
         db.executescript(SCHEMA)
+        _add_requested_by(db)
     db.execute("PRAGMA busy_timeout=30000")
     return db
 
 
+def _add_requested_by(db: sqlite3.Connection) -> None:
+    """A database made before commands.requested_by existed gets the column (NULL: unknown)."""
+    if "requested_by" not in {r[1] for r in db.execute("PRAGMA table_info(commands)")}:
+        with contextlib.suppress(sqlite3.OperationalError):  # a sibling added it meanwhile
+            db.execute("ALTER TABLE commands ADD COLUMN requested_by TEXT")
+
+
 class Store:
     """Batched writer. The gateway appends rows to the lists, then flush() writes them in one
-    transaction and reports which events were new (so ACKs go out only after the commit)."""
+    transaction and reports which events were new (so ACKs go out only after the commit).
 
-    def __init__(self, path: str | Path, gateway: str = "gw"):
+    ack_sync: the `synchronous` level of a batch that carries events (they are ACKed after its
+    commit, so the commit must survive a power loss: FULL, which in WAL mode fsyncs the WAL at
+    each COMMIT). base_sync: the level of every other transaction. Why not FULL for the whole
+    connection: the event loop commits every 50 ms or 2000 rows, nearly all of it telemetry,
+    and each FULL commit adds an fsync on the single writer thread (`make bench` measures both
+    levels side by side). Events are rare (alarms, faults), so paying the fsync only for their
+    batches costs nothing at steady state, and a FULL commit also makes every earlier NORMAL
+    commit durable (one WAL, synced up to its end). The other values exist for the benchmark."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        gateway: str = "gw",
+        ack_sync: str = "FULL",
+        base_sync: str = "NORMAL",
+    ):
         self.path = str(path)
         self.gateway = gateway
-        self.db = connect(path)
+        self.ack_sync = _sync_level(ack_sync)
+        self.base_sync = _sync_level(base_sync)
+        self.db = connect(path, synchronous=self.base_sync)
+        self._sync = self.base_sync  # the level in effect on self.db
+
+    def _set_sync(self, level: str) -> None:
+        """Set PRAGMA synchronous (outside any transaction); it stays until the next change, so
+        right after flush() the connection reports the level its last commit used."""
+        if level != self._sync:
+            self.db.execute(f"PRAGMA synchronous={level}")
+            self._sync = level
 
     def close(self) -> None:
         self.db.close()
@@ -284,6 +340,9 @@ class Store:
         Returns, per event row, True if it was new (inserted), False if already stored."""
         new: list[bool] = []
         db = self.db
+        # Events in the batch are ACKed once this returns: their commit must be power-loss
+        # durable before it does (issue 10, finding 7).
+        self._set_sync(self.ack_sync if events else self.base_sync)
         with self._tx():
             if telemetry:
                 db.executemany(_INS_TEL, telemetry)

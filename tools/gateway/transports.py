@@ -95,7 +95,11 @@ class UdpLink:
 class MqttLink:
     """paho-mqtt (MQTT 5) client: subscribes to uplinks (optionally as a member of a shared
     subscription group), publishes ACKs/commands downlink and decoded JSON for platforms, and
-    takes command requests. paho's network thread only queues; the gateway runs on the loop."""
+    takes command requests. paho's network thread only queues; the gateway runs on the loop.
+
+    Command requests arrive on `<prefix>/cmd/<user>/<device>`: the broker's ACL lets each
+    operator publish only under its own user name (docs/gateway.md), so `<user>` is the
+    authenticated MQTT user who asked, stored with the command (MQTT 5 delivers no user id)."""
 
     def __init__(
         self,
@@ -107,6 +111,8 @@ class MqttLink:
         share: str | None = None,
         ingest: bool = True,
         session_expiry: int = 3600,
+        username: str | None = None,
+        password: str | None = None,
     ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
@@ -117,7 +123,7 @@ class MqttLink:
         self.prefix = prefix
         self.host, self.port = host, port
         up = f"{prefix}/up/+"
-        cmd = f"{prefix}/cmd/+"
+        cmd = f"{prefix}/cmd/+/+"
         if share:
             up = f"$share/{share}/{up}"
             cmd = f"$share/{share}/{cmd}"
@@ -132,6 +138,8 @@ class MqttLink:
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(1000)
         c.reconnect_delay_set(1, 2)
+        if username is not None:
+            c.username_pw_set(username, password)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
@@ -214,23 +222,24 @@ class MqttLink:
                     self._scheduled = True
                     self.loop.call_soon(self._drain)
 
-    def _command(self, dev_text: str, payload: bytes) -> None:
+    def _command(self, rest: str, payload: bytes) -> None:
         import json
 
         reply: dict[str, Any]
         assert self.gw is not None
+        user, _, dev_text = rest.partition("/")
         try:
             device = int(dev_text)
             fields = json.loads(payload)
             if not isinstance(fields, dict) or "cmd" not in fields:
                 raise ValueError('command must be a JSON object with "cmd"')
-            c = self.gw.command(device, fields)
+            c = self.gw.command(device, fields, requested_by=user)
             reply = {"ok": True, "detail": self.gw.describe(c), "request": c.request,
                      "status": c.status, "cmd_counter": c.counter}  # fmt: skip
         except (ValueError, TypeError) as e:
             self.gw.count("command_refused")
             reply = {"ok": False, "error": str(e)}
-        log.info("command request for %s: %s", dev_text, reply)
+        log.info("command request by %r for %s: %s", user, dev_text, reply)
         self.publish(f"{self.prefix}/json/{dev_text}/command", json.dumps(reply).encode(), False)
 
     def send(self, device: int, wire: bytes, addr: Any) -> None:
