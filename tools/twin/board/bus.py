@@ -9,7 +9,7 @@
 import struct
 
 import twin
-from machine import level_at
+from transceiver import Transceiver
 
 from protocol import frame as fr
 from protocol import messages as M
@@ -25,14 +25,9 @@ _HEADER_LEN = 10
 _MAX_WIRE_BYTES = 256  # SPEC.md §9: the gateway waits 20 ms + the time of a 256-byte frame
 
 
-class Bus:
+class Bus(Transceiver):
     def __init__(self, cfg):
-        self.de = cfg["de_gpio"]
-        self.rx = bytearray()  # bytes our UART has received, not yet read by the firmware
-        self.rxbuf = 512
-        self.down = []  # [arrival_end_us, byte] on their way to us
-        self.up = []  # [start_us, byte_us, byte] we transmitted, not yet seen by the master
-        self.uart = None
+        Transceiver.__init__(self, cfg)
         self.master = Master(self, cfg) if cfg.get("poll_ms") else None
 
     def attach(self, uart):
@@ -47,42 +42,12 @@ class Bus:
         if lost:
             twin.stat("rx_lost_no_uart", lost)
         self.rx = bytearray()
-        self.uart = uart
-        self.rxbuf = uart.rxbuf
-
-    # -- our side (machine.UART) -----------------------------------------------------------------
-    def transmit(self, start, data, byte_us):
-        for i in range(len(data)):
-            self.up.append([start + i * byte_us, byte_us, data[i]])
-        twin.stat("tx_bytes", len(data))
+        Transceiver.attach(self, uart)
 
     def _arrive(self, now):
         if self.master is not None:
             self.master.run(now)
-        d = self.down
-        i = 0
-        while i < len(d) and d[i][0] <= now:
-            t, b = d[i]
-            if level_at(self.de, t - 1):
-                twin.stat("rx_lost_de_high")  # our receiver is off while we drive the bus
-            elif len(self.rx) >= self.rxbuf:
-                twin.stat("rx_overflow")
-            else:
-                self.rx.append(b)
-            i += 1
-        if i:
-            del d[:i]
-
-    def pending(self, now):
-        self._arrive(now)
-        return len(self.rx)
-
-    def take(self, now, buf, n):
-        self._arrive(now)
-        n = min(n, len(self.rx))
-        buf[:n] = self.rx[:n]
-        self.rx = self.rx[n:]  # (MicroPython's bytearray has no slice deletion)
-        return n
+        Transceiver._arrive(self, now)
 
     # -- the master's side -------------------------------------------------------------------------
     def send_down(self, t, data, byte_us):
@@ -97,7 +62,7 @@ class Bus:
         i = 0
         while i < len(u) and u[i][0] + u[i][1] <= now:
             s, bt, b = u[i]
-            if not (level_at(self.de, s) and level_at(self.de, s + bt - 1)):
+            if not self.driven(s, bt):
                 twin.stat("tx_undriven_bytes")
                 b = -1
             out.append((s, s + bt, b))

@@ -11,26 +11,21 @@
 #     wall clock: a UART.flush() charges a frame's time at once), and only if DE was high for
 #     the whole byte (otherwise the far end saw an idle line: the byte is left
 #     out, counted in twin.stats["tx_undriven_bytes"]).
-# A sibling of bus.Bus with its interface for machine.UART (attach, transmit, pending, take) and
-# the same transceiver rules, but without its master: bus.py loads the firmware's protocol codec
-# from the flash, and a virtual device's flash may be blank (until `make deploy`). send_due() and
+# The transceiver (transceiver.py) as bus.Bus has it, but without the master: bus.py loads the
+# firmware's protocol codec from the flash, and a virtual device's flash may be blank (until
+# `make deploy`). send_due() and
 # recv() run from twin.io (vdevice.py), never inside a flash operation (where LittleFS may lock
 # the heap).
 import socket
 
 import machine
 import twin
-from machine import level_at
+from transceiver import Transceiver
 
 
-class ExtBus:
+class ExtBus(Transceiver):
     def __init__(self, cfg):
-        self.de = cfg["de_gpio"]
-        self.rx = bytearray()  # bytes our UART has received, not yet read by the firmware
-        self.rxbuf = 512
-        self.down = []  # [arrival_end_us, byte] on their way to us
-        self.up = []  # [start_us, byte_us, byte] we transmitted, not yet sent out
-        self.uart = None
+        Transceiver.__init__(self, cfg)
         self.byte_us = 10000000 // cfg["baud"]
         dev_port, host_port = cfg["udp"]
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -42,42 +37,7 @@ class ExtBus:
         self.down_end = 0  # when the line's last byte from outside has arrived
         for _ in ("rx_bytes", "rx_before_uart", "tx_sent_bytes", "tx_undriven_bytes"):
             twin.stats.setdefault(_, 0)
-
-    # -- our side (machine.UART), as bus.Bus -------------------------------------------------------
-    def attach(self, uart):
-        self.uart = uart
-        self.rxbuf = uart.rxbuf
-
-    def transmit(self, start, data, byte_us):
-        for i in range(len(data)):
-            self.up.append([start + i * byte_us, byte_us, data[i]])
-        twin.stat("tx_bytes", len(data))
-
-    def _arrive(self, now):
-        d = self.down
-        i = 0
-        while i < len(d) and d[i][0] <= now:
-            t, b = d[i]
-            if level_at(self.de, t - 1):
-                twin.stat("rx_lost_de_high")  # our receiver is off while we drive the bus
-            elif len(self.rx) >= self.rxbuf:
-                twin.stat("rx_overflow")
-            else:
-                self.rx.append(b)
-            i += 1
-        if i:
-            del d[:i]
-
-    def pending(self, now):
-        self._arrive(now)
-        return len(self.rx)
-
-    def take(self, now, buf, n):
-        self._arrive(now)
-        n = min(n, len(self.rx))
-        buf[:n] = self.rx[:n]
-        self.rx = self.rx[n:]  # (MicroPython's bytearray has no slice deletion)
-        return n
+        machine._set_level(self.de, 0)
 
     # -- the outside -------------------------------------------------------------------------------
 
@@ -116,7 +76,7 @@ class ExtBus:
         i = 0
         while i < len(u) and u[i][0] + u[i][1] <= now:
             s, bt, b = u[i]
-            if level_at(self.de, s) and level_at(self.de, s + bt - 1):
+            if self.driven(s, bt):
                 out.append(b)
             else:
                 twin.stats["tx_undriven_bytes"] += 1

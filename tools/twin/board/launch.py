@@ -89,7 +89,7 @@ if cfg.get("vdev"):
 
     vd.setup(cfg["vdev"])
 
-OWN = ("twin", "machine", "esp32", "time", "inputs", "api", "flash", "bus", "launch")
+OWN = ("twin", "machine", "esp32", "time", "inputs", "api", "flash", "bus", "launch", "transceiver")
 OWN += ("extbus", "vdevice")  # the virtual device's
 root = cfg["root"]
 
