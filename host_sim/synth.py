@@ -28,12 +28,12 @@ AMBIENT_C = 25.0  # a temperature input outside every segment (issue 4)
 CT_INPUTS = ("residual", "phase0", "phase1", "phase2")
 
 
-def cycle(harmonics: dict[int, float]) -> np.ndarray:
-    """One mains cycle (40 samples) of the waveform, scaled to a true RMS of 1."""
-    k = np.arange(CYCLE)
-    y = np.sin(2 * np.pi * k / CYCLE)
+def cycle(harmonics: dict[int, float], points: int = CYCLE) -> np.ndarray:
+    """One mains cycle (`points` samples, 40 by default) of the waveform, true RMS 1."""
+    k = np.arange(points)
+    y = np.sin(2 * np.pi * k / points)
     for order, amp in harmonics.items():
-        y = y + amp * np.sin(2 * np.pi * order * k / CYCLE)
+        y = y + amp * np.sin(2 * np.pi * order * k / points)
     r = math.sqrt(float(np.mean(y * y)))  # exact over whole cycles (orders < 20)
     return y / r
 

@@ -30,6 +30,7 @@ FIGURE_LABELS = {
     "window_ms": "window length, mean (ms)",
     "window_ms_max": "window length, max (ms)",
     "late": "late samples, last window",
+    "late_total": "late samples, whole run",
     "loop_ms_max": "loop time, max (ms)",
     "watchdog_margin_ms": "watchdog margin, min (ms)",
     "watchdog_resets": "watchdog resets",

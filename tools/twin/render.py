@@ -18,21 +18,12 @@ import numpy as np
 
 from host_sim import adc
 from host_sim.scenario import CtSegment, Scenario
-from host_sim.synth import AMBIENT_C, CT_INPUTS, Synth, level_at, ntc_rail, temp_at
+from host_sim.synth import AMBIENT_C, CT_INPUTS, Synth, ct_rail, cycle, level_at, ntc_rail, temp_at
 
 SLICE_US = 100_000  # amplitude steps of 100 ms: one window; phase stays continuous
 SHAPE_POINTS = 1000  # points per mains cycle: 20 us at 50 Hz, phase error < 0.4 deg at 1 kHz
 UV_PER_CODE = 3_300_000 / adc.ADC_MAX  # ideal converter: code = V / 3.3 V * 4095
 REC = struct.Struct("<" + "HiiI" * 4 + "IIIIIH")
-
-
-def shape(harmonics: dict[int, float]) -> np.ndarray:
-    """One mains cycle at SHAPE_POINTS, true RMS 1 (host_sim.synth.cycle, finer)."""
-    k = np.arange(SHAPE_POINTS)
-    y = np.sin(2 * np.pi * k / SHAPE_POINTS)
-    for order, amp in harmonics.items():
-        y = y + amp * np.sin(2 * np.pi * order * k / SHAPE_POINTS)
-    return y / math.sqrt(float(np.mean(y * y)))
 
 
 def render(scn: Scenario, path: Path) -> dict:
@@ -44,7 +35,7 @@ def render(scn: Scenario, path: Path) -> dict:
     for segs in syn.segs.values():
         for s in segs:
             shape_of[id(s)] = len(shapes)
-            shapes.append(shape(s.harmonics))
+            shapes.append(cycle(s.harmonics, SHAPE_POINTS))
     t = (np.arange(n) * SLICE_US + SLICE_US / 2) / 1e6  # slice midpoints, s
     bias_uv = scn.adc.bias * UV_PER_CODE
     adc_noise_uv = scn.adc.noise_counts * UV_PER_CODE
@@ -67,7 +58,7 @@ def render(scn: Scenario, path: Path) -> dict:
                 m = (t >= f.t0) & (t < f.t1)
                 amp[m] = 0
                 noise[m] = 0
-                bias[m] = 0 if f.kind == "open" else 3_300_000
+                bias[m] = ct_rail(f.kind) * UV_PER_CODE
         cols.append([shp, np.rint(amp), np.rint(bias), np.rint(noise)])
     temps = np.full((n, 4), AMBIENT_C)
     for ts in scn.temperature:

@@ -157,7 +157,7 @@ def figures(res: TwinResult) -> dict[str, Any]:
         out["window_ms"] = round(s["burst_us_sum"] / s["bursts"] / 1000, 2)
         out["window_ms_max"] = round(s["burst_us_max"] / 1000, 2)
         out["sample_rate_hz"] = round(s["burst_samples"] / (s["burst_us_sum"] / 1e6), 1)
-    for k in ("hal_late", "hal_plan", "hal_read_us", "hal_period"):
+    for k in ("hal_late", "hal_late_total", "hal_read_us", "hal_period"):
         if k in s:
             out[k[4:]] = s[k]
     if "wdt_max_gap_us" in s:

@@ -257,7 +257,7 @@ while True:
 
 hal = g.get("hal")
 if hal is not None:
-    for k in ("late", "plan", "period", "read_us"):
+    for k in ("late", "late_total", "period", "read_us"):
         v = getattr(hal, k, None)
         if isinstance(v, int):
             twin.stats["hal_" + k] = v

@@ -295,12 +295,10 @@ class ADC:
     def block(self):
         return None
 
-    def _uv_at_pin(self):
-        s = self.src
-        if s is None or _inputs is None:
+    def _ntc_uv(self):
+        # The pins that are no CT input: the NTC mux's common, or nothing wired (0 V).
+        if self.src is None or _inputs is None:
             return 0
-        if s[0] == "ct":
-            return _inputs.ct_uv(s[1], twin.now_us)
         # The NTC mux: 74HC4051 select lines S0/S1 pick the input (S2 tied low).
         sel = levels.get(twin.P["mux_gpio"][0], 0) | levels.get(twin.P["mux_gpio"][1], 0) << 1
         return _inputs.ntc_uv(sel, twin.now_us)
@@ -317,7 +315,7 @@ class ADC:
                 if _test[0]:
                     uv += _test[0] * _test[1] // 1000
         else:
-            uv = self._uv_at_pin()
+            uv = self._ntc_uv()
         twin.now_us += twin.cost[0]
         # raw = (mV - offset) / (Vref * scale / 2^28), rounded, in integers (see _curve).
         d = self._d
