@@ -181,6 +181,7 @@ types:
             'cmd::set_config': set_config_args
             'cmd::time_sync': time_sync_args
             'cmd::snapshot': snapshot_args
+            'cmd::resync': resync_args
   reset_args:
     seq:
       - id: channel
@@ -199,6 +200,10 @@ types:
     seq:
       - id: snap_id
         type: u2
+  resync_args:
+    seq:
+      - id: mark
+        type: u4
 enums:
   msg_type:
     1: hello
@@ -245,12 +250,14 @@ enums:
     5: snapshot
     6: reboot
     7: get_config
+    8: resync
   result_status:
     0: ok
     1: unknown_command
     2: bad_argument
     3: busy
     4: failed
+    5: locked
   param_id:
     1: mains_hz
     2: leak_set_ma

@@ -203,10 +203,12 @@ class Encoder:
         """A memoryview of the last frame's n wire bytes (allocates one small object)."""
         return self._wmv[:n]
 
-    def telemetry(self, t, residual, temps, lines, status, seq=-1):
+    def telemetry(self, t, residual, temps, lines, status, seq=-1, auth=False):
         """The periodic report. temps: 4 values in 0.1 degC, lines: 3 in 0.01 A (indexable;
-        NA_I16 / NA_U16 for 'no reading'). Allocation-free on MicroPython."""
-        self._header(messages.TELEMETRY, t, False, seq)
+        NA_I16 / NA_U16 for 'no reading'). Allocation-free on MicroPython when untagged (a
+        tag's SHA-256 allocates: the detector tags one a minute, SPEC.md §5)."""
+        auth = auth and self.key is not None
+        self._header(messages.TELEMETRY, t, auth, seq)
         struct.pack_into(
             "<HhhhhHHHH",
             self.frame,
@@ -221,7 +223,7 @@ class Encoder:
             lines[2],
             status,
         )
-        return self._finish(_HEADER_LEN + 18, False, 0)
+        return self._finish(_HEADER_LEN + 18, auth, -1)
 
     def event(self, t, kind, channel, value, threshold, auth=True, seq=-1, counter=-1):
         """An event (efd.events codes). Tagged by default: hosts act on events."""

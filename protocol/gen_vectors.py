@@ -148,6 +148,7 @@ def valid():
         ("cmd_snapshot", M.COMMAND, {"cmd": "snapshot", "snap_id": 7}, 5, True, 1005),
         ("cmd_reboot", M.COMMAND, {"cmd": "reboot"}, 6, True, 1006),
         ("cmd_get_config", M.COMMAND, {"cmd": "get_config"}, 7, True, 1007),
+        ("cmd_resync", M.COMMAND, {"cmd": "resync", "mark": 0x002A0003}, 8, True, 1008),
     ]
 
 

@@ -19,6 +19,7 @@ from protocol.messages import (
     ACK,
     CMD_ALL,
     CMD_RESET,
+    CMD_RESYNC,
     CMD_SET_CONFIG,
     CMD_SNAPSHOT,
     CMD_TIME_SYNC,
@@ -40,6 +41,13 @@ from protocol.messages import (
     _unpack_command,
 )
 
+# Hosts require tags on what they act on (SPEC.md §5, "Why each type is or is not tagged"):
+# events and command results, and the stored records CONFIG and SNAPSHOT (a chunk received
+# again replaces the stored one, so an untagged chunk could overwrite an alarm's waveform).
+# HELLO and TELEMETRY may arrive untagged: information only, never a route or a sign of life.
+# (protocol.session.Peer takes it as `requires`; the detector's own is DETECTOR_REQUIRES.)
+HOST_REQUIRES = (EVENT, RESULT, CONFIG, SNAPSHOT)
+
 # Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
 # timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
 EPOCH_UNIX = 1577836800
@@ -57,8 +65,11 @@ TYPE_NAMES = {
     ACK: "ack",
     COMMAND: "command",
 }
-CMD_NAMES = ("", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config")
-RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed")
+CMD_NAMES = (
+    "", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config",
+    "resync",
+)  # fmt: skip
+RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed", "locked")
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
 CHANNEL_NAMES = names.CHANNEL_NAMES
 NAME_TABLES = (CMD_NAMES, RESULT_NAMES, RESET_CAUSES, CHANNEL_NAMES)  # messages._num's numbers
@@ -279,6 +290,9 @@ def pack(t, fields, buf, o):
         if cmd == CMD_SNAPSHOT:
             struct.pack_into("<H", buf, o, f["snap_id"])
             return o + 2
+        if cmd == CMD_RESYNC:
+            struct.pack_into("<I", buf, o, f["mark"])
+            return o + 4
         args = unhexlify(f.get("args", ""))
         buf[o : o + len(args)] = args
         return o + len(args)

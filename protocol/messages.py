@@ -44,6 +44,10 @@ CMD_TIME_SYNC = const(4)  # arg time u32 (seconds since 2020-01-01T00:00:00Z)
 CMD_SNAPSHOT = const(5)  # arg snap_id u16 (0 = the latest)
 CMD_REBOOT = const(6)
 CMD_GET_CONFIG = const(7)
+# Raise the detector's uplink counter above arg mark u32 (the host's highest mark for it), and
+# re-send its pending events under new counters: recovery for a counter that went backwards
+# (SPEC.md §7.4). Only ever raises, so a replayed copy changes nothing.
+CMD_RESYNC = const(8)
 CMD_ALL = const(0xFF)  # CMD_RESET channel: every channel
 # Their names, and those of the RESULT status codes and the HELLO reset causes (the ESP32
 # port's machine.reset_cause() numbers): host.CMD_NAMES, RESULT_NAMES, RESET_CAUSES.
@@ -152,6 +156,10 @@ def _unpack_command(b, s, e):
         if n < 2:
             return None
         d["snap_id"] = struct.unpack_from("<H", b, s)[0]
+    elif cmd == CMD_RESYNC:
+        if n < 4:
+            return None
+        d["mark"] = struct.unpack_from("<I", b, s)[0]
     elif cmd not in (CMD_SELFTEST, CMD_REBOOT, CMD_GET_CONFIG):
         # Unknown command: args kept as hex; the detector answers RESULT unknown_command.
         d["args"] = hexlify(bytes(b[s:e])).decode()

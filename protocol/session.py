@@ -22,8 +22,8 @@ from protocol.auth import equal
 # The detector never acts on an untagged ACK or COMMAND: an untagged ACK could silence an
 # alarm's retransmission, an untagged command could reset it.
 DETECTOR_REQUIRES = (messages.ACK, messages.COMMAND)
-# Hosts should require tags on what they act on: events and command results.
-HOST_REQUIRES = (messages.EVENT, messages.RESULT)
+# What hosts require tagged is protocol.host.HOST_REQUIRES (host-only: not on the detector's
+# heap).
 # The frames a sender retransmits until answered: their own counter class.
 RETRANSMITTED = (messages.EVENT, messages.COMMAND)
 

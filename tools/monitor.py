@@ -28,8 +28,8 @@ import serial
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
-from protocol.host import parse_settings
-from protocol.session import HOST_REQUIRES, Peer
+from protocol.host import HOST_REQUIRES, parse_settings
+from protocol.session import Peer
 from protocol.stream import StreamDecoder
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from efd import events as ev
 from protocol import auth, messages, session
 from protocol import frame as fr
+from protocol.host import HOST_REQUIRES
 
 KEY = auth.Key(bytes(range(32)))
 DEV = 0x0A0B0C0D
@@ -102,12 +103,12 @@ def test_direction_is_enforced():
     enc = fr.Encoder(DEV, KEY, counter=lambda: 9)
     f = fr.decode(bytes(enc.view(enc.event(1, ev.ALARM, ev.RESIDUAL, 400, 300))))
     assert detector().check(f).name == "direction"
-    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    host = session.Peer(KEY, 0, HOST_REQUIRES, uplink=True)
     assert host.check(f) is None
 
 
 def test_host_requires_tagged_events():
-    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    host = session.Peer(KEY, 0, HOST_REQUIRES, uplink=True)
     enc = fr.Encoder(DEV)  # no key: the event goes out untagged
     f = fr.decode(bytes(enc.view(enc.event(1, ev.ALARM, ev.RESIDUAL, 1, 1))))
     assert f.tag is None
@@ -152,7 +153,7 @@ def test_auth_stage_vectors_rejected(vectors, name):
     peer = session.Peer(
         auth.Key(unhexlify(vectors["test_key"])),
         0,
-        session.HOST_REQUIRES if f_type_uplink else session.DETECTOR_REQUIRES,
+        HOST_REQUIRES if f_type_uplink else session.DETECTOR_REQUIRES,
         uplink=f_type_uplink,
     )
     assert peer.check(f).name == v["error"]
@@ -166,7 +167,7 @@ def test_event_retransmitted_after_a_result_overtook_it_is_still_accepted():
     """SPEC §7.3: an event whose first copy was lost, retransmitted after a RESULT (with a
     higher counter) got through, must be accepted, else stop-and-wait blocks every later
     event forever. An older, already-superseded event counter is still a replay."""
-    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    host = session.Peer(KEY, 0, HOST_REQUIRES, uplink=True)
     e0 = _counted(5)
     old = fr.decode(bytes(e0.view(e0.event(1, ev.ALARM, ev.RESIDUAL, 9, 9))))
     assert host.check(old) is None
@@ -199,7 +200,7 @@ def test_cached_result_resent_after_its_config_got_through_is_accepted():
     If the RESULT is lost, the
     host retransmits the command and the detector re-sends the cached RESULT: it must be
     accepted, not taken for a replay behind the CONFIG's higher counter."""
-    host = session.Peer(KEY, 0, session.HOST_REQUIRES, uplink=True)
+    host = session.Peer(KEY, 0, HOST_REQUIRES, uplink=True)
     fields = {"cmd_counter": 7, "cmd": "get_config", "status": "ok", "value": 0}
     result = _counted(30).message(messages.RESULT, 4, fields, auth=True)  # lost
     hello = _counted(31).message(
@@ -215,7 +216,7 @@ def test_cached_result_resent_after_its_config_got_through_is_accepted():
 
 
 def test_persisted_mark_is_the_retransmitted_class():
-    peer = session.Peer(KEY, 40, session.HOST_REQUIRES, uplink=True)
+    peer = session.Peer(KEY, 40, HOST_REQUIRES, uplink=True)
     assert peer.marks[0] == 40 and peer.marks == [40, 40, 40]
     peer.marks[0] = 50
     assert peer.marks[0] == 50 and session.replay_class(messages.EVENT) == 0

@@ -114,6 +114,8 @@ def to_fields(k):
             d["set_time"] = a.set_time
         elif d["cmd"] == "snapshot":
             d["snap_id"] = a.snap_id
+        elif d["cmd"] == "resync":
+            d["mark"] = a.mark
     return d
 
 

@@ -7,6 +7,8 @@ already sent for it, byte-identical, and a replay below the mark is not answered
 
 from __future__ import annotations
 
+from protocol import frame as fr
+from protocol import messages as M
 from tests.security.common import DEV, T0, Clock, Link, ack_counter, gateway, key, use_clock
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import host_counter_floor
@@ -53,13 +55,43 @@ def test_replays_take_no_counters_and_lock_nobody_out(tmp_path, monkeypatch):
     assert det.inflight is None, "the sibling's ACK was refused: locked out by replays"
 
     # Replays of the old event (below the mark) are not answered; of the latest one, answered
-    # with its one ACK. Neither moves the counter.
+    # with its one ACK, which moves no counter. The first copy below the mark also asks the
+    # detector to resync (SPEC.md section 7.4: its counter may have gone backwards): one
+    # COMMAND, one counter, and no other for RESYNC_EVERY_S, however many copies follow.
     ctr = gw2.devs[DEV].host_ctr
     for i in range(REPLAYS // 3):
         gw2.handle(e1 if i % 2 else e2, link2)
     gw2.flush()
-    assert set(link2.sent) == {link2.sent[0]}
-    assert len(link2.sent) == 1 + REPLAYS // 6
-    assert gw2.devs[DEV].host_ctr == ctr <= host_counter_floor(clock.t)
+    kinds = [fr.decode(w).type for w in link2.sent]
+    assert kinds.count(M.COMMAND) == 1 and gw2.stats["resync_requested"] == 1
+    acks = [w for w in link2.sent if fr.decode(w).type == M.ACK]
+    assert set(acks) == {link2.sent[0]}
+    assert len(acks) == 1 + REPLAYS // 6
+    assert gw2.devs[DEV].host_ctr == ctr + 1 <= host_counter_floor(clock.t) + 1
     assert gw2.stats["rejected:replay"] == REPLAYS // 6
     assert gw.stats.get("internal_error", 0) == gw2.stats.get("internal_error", 0) == 0
+
+
+def test_a_copy_answered_after_a_newer_events_ack_takes_no_counter(tmp_path, monkeypatch):
+    """Found by test_fuzz_gateway (present before issue 10's resync work): e1, a copy of e1,
+    then e2 in one batch. The copy was answered after e2's ACK, no longer the cached one, so
+    it took a third counter; rule H3 allows one per event. It is not answered now: e2 exists
+    only because the detector had e1's ACK (stop-and-wait, SPEC.md section 8)."""
+    use_clock(monkeypatch, Clock())
+    gw = gateway(tmp_path)
+    link = Link()
+    det = VirtualDetector(DEV, key(DEV), retry_s=0.0)
+    det.raise_event(2, 0, 320, 300)
+    e1 = det.uplink(0.0, 1000) or b""
+    det.inflight = None
+    det.raise_event(2, 0, 20, 300)
+    e2 = det.uplink(0.0, 1000) or b""
+    for w in (e1, e1, e2):
+        gw.handle(w, link)
+    gw.flush()
+    assert [fr.decode(w).fields["ack_crc"] for w in link.sent] == [
+        fr.decode(e1).crc,
+        fr.decode(e2).crc,
+    ]
+    assert gw.stats["ack_superseded"] == 1 and gw.stats["stored:event"] == 2
+    assert gw.devs[DEV].host_ctr == host_counter_floor(T0) + 1

@@ -3,7 +3,8 @@ bytes, mutations of the golden vectors (protocol/vectors/vectors.json, their dev
 with the vectors' key, so the unmutated ones authenticate) and of valid HELLOs and EVENTs,
 replays in any order. Nothing escapes, nothing is an internal error, and the host counters
 stay bounded: below 2^32, and never further ahead of the clock (or of an authentic HELLO)
-than one per distinct event ACKed; replays add nothing."""
+than one per distinct event ACKed plus one `resync` per device per 10 s (SPEC.md 7.4);
+replays add nothing else."""
 
 from __future__ import annotations
 
@@ -132,18 +133,27 @@ def test_no_datagram_escapes_or_unbounds_the_counters(ops):
         core.time = saved
     assert gw.stats.get("internal_error", 0) == 0
     STATS.append(dict(gw.stats))
-    # Every frame sent is an ACK with a counter in 1..2^32-1; a new counter per device only
-    # for a new ACK frame (replays get an earlier frame again), rising.
+    # Every frame sent is an ACK or the gateway's own `resync` COMMAND (an authentic event or
+    # HELLO below its mark, SPEC.md section 7.4), with a counter in 1..2^32-1; a new counter
+    # per device only for a new ACK frame (replays get an earlier frame again) or a resync,
+    # at most one per device per RESYNC_EVERY_S, rising.
     seen: dict[int, list[int]] = {}
     distinct: dict[bytes, int] = {}
+    resyncs: dict[int, int] = {}
     for w in link.sent:
         f = fr.decode(w)
-        assert f.ok and f.type == M.ACK and 0 < f.counter < U32
+        assert f.ok and 0 < f.counter < U32
+        assert f.type == M.ACK or (f.type == M.COMMAND and f.fields["cmd"] == "resync"), f
         if w not in distinct:
             distinct[w] = f.counter
             seen.setdefault(f.device, []).append(f.counter)
+            if f.type == M.COMMAND:
+                resyncs[f.device] = resyncs.get(f.device, 0) + 1
     accepted_events = gw.stats.get("stored:event", 0) + gw.stats.get("duplicate:event_db", 0)
-    assert len(distinct) <= accepted_events
+    assert len(distinct) - sum(resyncs.values()) <= accepted_events
+    elapsed = clock.mono - Clock().mono
+    for n in resyncs.values():
+        assert n <= 1 + elapsed // core.RESYNC_EVERY_S
     for d, cs in seen.items():
         assert cs == sorted(set(cs))
         base = max(host_counter_floor(clock.t), AUTH_HELLO_MAX if d != VDEV else 0)

@@ -105,6 +105,7 @@ class VirtualDetector:
         self.last_result: tuple[int, bytes] | None = None  # (command counter, RESULT wire)
         self.config = dict(DEFAULT_CONFIG)
         self.snap_id = 0
+        self.auth_at: int | None = None  # wire time of the last tagged TELEMETRY
 
     def _counter(self) -> int:
         self._n += 1
@@ -164,8 +165,17 @@ class VirtualDetector:
         temps = [v[1] + jitter, v[2], M.NA_I16, M.NA_I16]
         if self.fault & (1 << ev.TEMP0 + 1):
             temps[1] = M.NA_I16
+        # Like the firmware (SPEC §5): one tagged TELEMETRY a minute, the rest untagged.
+        auth = self.auth_at is None or now_wire - self.auth_at >= 60
+        if auth:
+            self.auth_at = now_wire
         n = self.enc.telemetry(
-            now_wire, max(0, v[0] + jitter), temps, [v[5], M.NA_U16, M.NA_U16], self.status()
+            now_wire,
+            max(0, v[0] + jitter),
+            temps,
+            [v[5], M.NA_U16, M.NA_U16],
+            self.status(),
+            auth=auth,
         )
         self.stats.telemetry += 1
         return bytes(self.enc.wire[:n])
@@ -174,7 +184,7 @@ class VirtualDetector:
         return self.enc.message(
             M.HELLO, now_wire,
             {"fw": [0, 1, 0], "reset_cause": "power_on", "boot_count": self.boot,
-             "config_hash": 0, "host_counter": self.host.marks[0]},
+             "config_hash": 0, "host_counter": self.host.marks[0]}, auth=True,
         )  # fmt: skip
 
     def uplink(self, now: float, now_wire: int) -> bytes | None:
@@ -268,7 +278,7 @@ class VirtualDetector:
                 M.SNAPSHOT, now_wire,
                 {"snap_id": self.snap_id, "channel": "residual", "chunk": k,
                  "chunks": SNAPSHOT_CHUNKS, "scale_exp": -1, "rate_hz": 2000, "trigger": n,
-                 "offset": k * n, "samples": samples},
+                 "offset": k * n, "samples": samples}, auth=True,
             ))  # fmt: skip
         return out
 

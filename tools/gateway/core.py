@@ -20,13 +20,23 @@ its counter (`cmd_counter`) arrives: RS-485 once per poll cycle, other links aft
 to 30 s. After the last try's timeout (5 tries) the command is given up: stored and
 republished with status `timeout`. tick() drives the timers.
 
-Hostile input (SPEC.md section 7.3, docs/gateway.md "Hostile input"): nothing an unauthenticated
-frame says moves state that matters (an untagged HELLO's host_counter is never taken); every
-host counter emitted is in 1..HOST_COUNTER_MAX and never wraps (past it the gateway refuses to
-send, counted `counter_exhausted`); a retransmitted or replayed event is answered with the ACK
-frame already sent for it, byte-identical, so replays consume no counters; and handle(),
-result(), flush() and tick() never raise: each frame, each ACK and each batch runs under a
-guard that counts `internal_error`, logs (rate-limited) and goes on.
+Hostile input (SPEC.md sections 5 and 7.3, docs/gateway.md "Hostile input"): for a device with
+a key the gateway acts only on authenticated frames (tag verified, counter accepted). EVENT,
+RESULT, CONFIG and SNAPSHOT must be tagged (`no_tag` otherwise); an untagged HELLO or TELEMETRY
+is information only: stored/republished with "authenticated": false, but it neither routes
+commands, nor marks the device as seen (last_seen, transport, address), nor moves a counter
+(an untagged HELLO's host_counter is never taken). Every host counter emitted is in
+1..HOST_COUNTER_MAX and never wraps (past it the gateway refuses to send, counted
+`counter_exhausted`); a retransmitted or replayed event is answered with the ACK frame already
+sent for it, byte-identical, so replays consume no counters; and handle(), result(), flush()
+and tick() never raise: each frame, each ACK and each batch runs under a guard that counts
+`internal_error`, logs (rate-limited) and goes on.
+
+Counter recovery (SPEC.md section 7.4): an authentic frame (EVENT, HELLO, tagged TELEMETRY...) below
+its replay mark means the detector's uplink counter went backwards (lost state file, swapped board)
+or someone replays an old frame. The gateway answers it with an internal `resync` command carrying
+its highest mark, sent back where the frame came from: at most one queued or in flight per device
+and one per RESYNC_EVERY_S, so replays still cost at most one host counter per 10 s.
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ from typing import Any, Protocol
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
-from protocol.session import HOST_REQUIRES, Peer
+from protocol.host import HOST_REQUIRES
+from protocol.session import Peer, replay_class
 from tools.gateway.registry import Device
 from tools.gateway.store import EPOCH_UNIX, Store
 
@@ -59,6 +70,15 @@ CMD_TRIES = 5
 # The last host->device counter the gateway may emit (SPEC.md section 7.3): counters are u32,
 # never 0, and never wrap.
 HOST_COUNTER_MAX = 0xFFFFFFFF
+# Counter recovery (SPEC.md section 7.4): at most one `resync` per device per RESYNC_EVERY_S
+# (time.monotonic()), so replayed old frames cost the host at most one counter per 10 s, far
+# below the time floor's 4 per second (rule H2). A resync is sent RESYNC_TRIES times, not
+# CMD_TRIES: it goes where the refused frame came from, which may be an attacker replaying it,
+# and it occupies the device's one command slot meanwhile (SPEC.md section 8), so an unanswered
+# one must not hold operators' commands back for a minute. A genuinely stuck detector needs no
+# retransmission from us: it retransmits its event (SPEC.md section 8), which asks again.
+RESYNC_EVERY_S = 10.0
+RESYNC_TRIES = 1
 
 
 class Link(Protocol):
@@ -74,9 +94,9 @@ class Command:
     """One command request: queued, then in flight (byte-identical retransmissions), then
     done (a RESULT named its counter) or timeout (no RESULT after the last try)."""
 
-    __slots__ = ("counter", "device", "done", "due", "fields", "first_sent", "last_sent",
-                 "request", "requested", "requested_by", "result", "status", "tries", "value",
-                 "wire")  # fmt: skip
+    __slots__ = ("counter", "device", "done", "due", "fields", "first_sent", "internal",
+                 "last_sent", "max_tries", "request", "requested", "requested_by", "result",
+                 "route", "status", "tries", "value", "wire")  # fmt: skip
 
     def __init__(
         self, device: int, fields: dict, requested: float, requested_by: str | None = None
@@ -86,6 +106,11 @@ class Command:
         self.device = device
         self.fields = fields
         self.requested = requested
+        # The gateway's own `resync` (SPEC.md section 7.4): sent to `route`, the (link, addr)
+        # of the refused frame, instead of the device's route, at most `max_tries` times.
+        self.internal = False
+        self.route: tuple[Link, Any] | None = None
+        self.max_tries: int | None = None  # None: the gateway's cmd_tries
         self.status = "queued"
         self.counter: int | None = None
         self.wire = b""
@@ -125,7 +150,8 @@ def host_counter_floor(now: float) -> int:
 
 
 class _Dev:
-    __slots__ = ("ack", "addr", "cmd", "cmds", "dev", "enc", "host_ctr", "link", "peer", "tel")
+    __slots__ = ("ack", "addr", "cmd", "cmds", "dev", "enc", "host_ctr", "link", "peer",
+                 "resync_at", "tel")  # fmt: skip
 
     def __init__(self, dev: Device):
         self.dev = dev
@@ -136,8 +162,11 @@ class _Dev:
         # The ACK sent for the latest event: (event counter, event CRC, wire). A retransmission
         # or replay of that event is answered with these same bytes, never a new counter.
         self.ack: tuple[int, int, bytes] | None = None
+        # The command route: set by authenticated frames only (SPEC.md section 5: an untagged
+        # TELEMETRY or HELLO is information only; anyone can send one from any address).
         self.link: Link | None = None
         self.addr: Any = None
+        self.resync_at: float | None = None  # time.monotonic() of the last resync requested/sent
         self.tel: deque[tuple[int, int]] = deque(maxlen=TEL_WINDOW)
         self.cmd: Command | None = None  # in flight
         self.cmds: deque[Command] = deque()  # waiting behind it
@@ -171,7 +200,12 @@ class Gateway:
         for d, (counter, tag) in store.last_events().items():
             st = self.devs.get(d)
             if st is not None and st.peer is not None:
-                st.peer.marks[0] = counter  # replay class 0 (EVENT): the persisted mark
+                # Replay class 0 (EVENT): the persisted mark, with its tag. The other two start
+                # at it (SPEC.md section 7.3): the detector's counter is shared and rising, so
+                # this only under-states them, but a tagged HELLO or TELEMETRY captured before
+                # that event can no longer be replayed after a restart to take the route, and
+                # a detector whose counter went backwards is recognised by its HELLO too.
+                st.peer.marks[:] = [counter] * 3
                 st.peer.tags[0] = tag
         n = store.abandon_commands(name, time.time())
         if n:
@@ -270,6 +304,7 @@ class Gateway:
             if f.tag is not None or f.type in HOST_REQUIRES:
                 self._reject("no_key", f"device {f.device} has no key in the registry")
                 return
+            trusted = True  # no key, nothing to authenticate: the registry's choice
         else:
             err = peer.check(f)
             if err is not None:
@@ -277,14 +312,34 @@ class Gateway:
                     self._maybe_duplicate(st, f, link, addr, err)
                 else:
                     self._reject(err.name, f"device {f.device} {f.name} seq {f.seq}")
+                    if err.code == fr.E_REPLAY and f.counter < peer.marks[replay_class(f.type)]:
+                        # Authentic, below its mark: the counter went backwards (SPEC 7.4).
+                        # Any tagged type asks (HELLO at boot, TELEMETRY once a minute, ...):
+                        # a detector with no event to send is recovered too, so commands
+                        # reach it again.
+                        self._resync(st, f, link, addr)
                 return
-        self._accepted(st, f, link, addr)
+            # Past peer.check: a tag here is verified and its counter accepted. An untagged
+            # frame got here only because its type may be untagged (HELLO, TELEMETRY).
+            trusted = f.tag is not None
+        self._accepted(st, f, link, addr, trusted)
 
-    def _accepted(self, st: _Dev, f: fr.Frame, link: Link, addr: Any) -> None:
-        now = time.time()
-        st.link = link
-        st.addr = addr
+    def _accepted(self, st: _Dev, f: fr.Frame, link: Link, addr: Any, trusted: bool) -> None:
+        """A frame that passed the checks. `trusted`: authenticated (or from a device without a
+        key). Only a trusted frame sets the command route and the device's last_seen,
+        transport and address (SPEC.md section 5: a host acts only on authenticated frames;
+        an untagged TELEMETRY or HELLO from a keyed device is information only)."""
         t = f.type
+        if f.tag is None and t in HOST_REQUIRES:
+            # Unreachable (frame() refuses these as no_tag / no_key); kept next to the stores
+            # below, the SNAPSHOT one being INSERT OR REPLACE: no untagged frame overwrites a
+            # stored record, whatever a future change to frame() does.
+            self._reject("no_tag", f"device {f.device} {f.name} seq {f.seq}")
+            return
+        now = time.time()
+        if trusted:
+            st.link = link
+            st.addr = addr
         fields = f.fields
         if t == M.TELEMETRY:
             key = (f.seq, f.crc)
@@ -311,7 +366,12 @@ class Gateway:
                     fields["status"],
                 )
             )
-            self._seen[f.device] = (now, link.name, _addr(addr), fields["status"], None, None)
+            if not trusted:
+                self.count("rx:telemetry_unauthenticated")
+            # Untagged: the status is shown (it is stored in `telemetry` anyway), the device
+            # is not marked as seen: a silent detector whose reports someone spoofs stays
+            # offline (SPEC.md section 5).
+            self._seen_update(f.device, now if trusted else None, link, addr, fields["status"])
             if self.publish is not None and self.republish_telemetry:
                 self._pub(f.device, "telemetry", f, now)
         elif t == M.EVENT:
@@ -335,9 +395,12 @@ class Gateway:
         elif t == M.RESULT:
             c = st.cmd
             req = None
+            status = str(fields["status"])
+            if status == "locked":
+                self._locked(f)
             if c is not None and fields["cmd_counter"] == c.counter:
                 req = c.request
-                self._complete(st, c, str(fields["status"]), fields["value"], now)
+                self._complete(st, c, status, fields["value"], now)
             self._res.append(
                 (
                     f.device,
@@ -358,8 +421,9 @@ class Gateway:
             hc = fields["host_counter"]
             if f.tag is not None and hc > st.host_ctr:
                 st.host_ctr = hc
-            fw = ".".join(str(x) for x in fields["fw"])
-            self._seen[f.device] = (now, link.name, _addr(addr), None, fw, fields["boot_count"])
+            if trusted:  # an untagged one (keyed device) is only republished
+                fw = ".".join(str(x) for x in fields["fw"])
+                self._seen_update(f.device, now, link, addr, None, fw, fields["boot_count"])
             if self.publish is not None:
                 self._pub(f.device, "hello", f, now)
         elif t in (M.CONFIG, M.SNAPSHOT):  # stored with the next batch, republished now
@@ -380,11 +444,28 @@ class Gateway:
             self.flush()
 
     def _touch(self, device: int, now: float, link: Link, addr: Any) -> None:
-        prev = self._seen.get(device)
-        if prev is None:
-            self._seen[device] = (now, link.name, _addr(addr), None, None, None)
-        else:
-            self._seen[device] = (now, link.name, _addr(addr), *prev[3:])
+        self._seen_update(device, now, link, addr)
+
+    def _seen_update(
+        self,
+        device: int,
+        now: float | None,
+        link: Link,
+        addr: Any,
+        status: int | None = None,
+        fw: str | None = None,
+        boot_count: int | None = None,
+    ) -> None:
+        """Merge into the batch's devices-table update (Store.flush's `seen`). now=None (an
+        unauthenticated frame): last_seen, transport and address stay as they are."""
+        prev = self._seen.get(device) or (None, None, None, None, None, None)
+        where = prev[:3] if now is None else (now, link.name, _addr(addr))
+        self._seen[device] = (
+            *where,
+            prev[3] if status is None else status,
+            prev[4] if fw is None else fw,
+            prev[5] if boot_count is None else boot_count,
+        )
 
     def _maybe_duplicate(self, st: _Dev, f: fr.Frame, link: Link, addr: Any, err) -> None:
         """A retransmission of something already accepted: answer it again (after the pending
@@ -395,6 +476,13 @@ class Gateway:
             # the detector sent the event at the mark only after this one was ACKed, so nobody
             # waits for an answer; a replay is neither stored nor answered (SPEC.md 7.3).
             self._reject(err.name, f"device {f.device} event counter {f.counter}")
+            assert st.peer is not None
+            if f.counter < st.peer.marks[0]:
+                # Authentic (the tag verified) but strictly below the mark: either an old copy
+                # replayed, or a detector whose counter went backwards and would otherwise stay
+                # silenced for good. Ask it to move above the mark (SPEC.md 7.4). At the mark
+                # with another tag is neither: no resync.
+                self._resync(st, f, link, addr)
             return
         pending = any(
             m[0].device == f.device and m[0].counter == f.counter for m in self._ev_meta
@@ -495,7 +583,7 @@ class Gateway:
                     self.internal_error(f"republishing a RESULT of device {f.device}")
         for f, link, addr in reack:
             try:
-                self._ack(f, link, addr, now)
+                self._ack(f, link, addr, now, again=True)
             except Exception:
                 self.internal_error(f"re-ACK of event {f.counter} of device {f.device}")
         if self.on_flush is not None:
@@ -536,10 +624,11 @@ class Gateway:
         st.host_ctr = c
         return c
 
-    def _ack(self, f: fr.Frame, link: Link, addr: Any, now: float) -> None:
+    def _ack(self, f: fr.Frame, link: Link, addr: Any, now: float, again: bool = False) -> None:
         """ACK an event. The first ACK of an event takes a counter and is kept; a
         retransmission or replay of that event gets the same bytes again, so no number of
-        copies can push the counter ahead of the clock (SPEC.md section 7.3)."""
+        copies can push the counter ahead of the clock (SPEC.md section 7.3). again: a copy
+        taken as a duplicate (its first copy still in the batch, or stored already)."""
         st = self.devs[f.device]
         if st.enc is None:
             return
@@ -547,6 +636,14 @@ class Gateway:
         if a is not None and a[0] == f.counter and a[1] == f.crc:
             wire = a[2]
             self.count("ack_resent")
+        elif again and a is not None and a[0] > f.counter:
+            # A copy of an event older than the one ACKed last, e.g. [e1, e1, e2] in one batch
+            # (the second e1 was a duplicate of the pending first, answered after e2's ACK).
+            # Stop-and-wait (SPEC.md section 8): the detector sent the newer event only after
+            # this one's ACK arrived, so nobody waits for this answer, and a new counter for
+            # it would let copies move the host counter (rule H3). Found by the fuzz test.
+            self.count("ack_superseded")
+            return
         else:
             counter = self._next_counter(st, now)
             if counter is None:
@@ -625,6 +722,8 @@ class Gateway:
             )
             c.status = "sent"
             c.first_sent = now
+            if c.cmd == "resync":  # the rate limit counts from the last one sent (SPEC 7.4)
+                st.resync_at = mono
             st.cmd = c
             self._inflight[c.device] = c
             self.count("command_sent")
@@ -632,7 +731,7 @@ class Gateway:
 
     def _transmit(self, st: _Dev, c: Command, mono: float) -> None:
         """Send (or re-send: the same bytes) the command in flight and arm its timer."""
-        link, addr = self._route(st)
+        link, addr = c.route if c.route is not None else self._route(st)
         c.tries += 1
         c.last_sent = time.time()
         self._cmd_dirty[c.request] = c
@@ -653,6 +752,8 @@ class Gateway:
         c.status, c.result, c.value, c.done = "done", result, value, now
         self._cmd_dirty[c.request] = c
         self.count("command_done")
+        if c.cmd == "resync":
+            self._resync_outcome(c, result, value)
         st.cmd = None
         self._inflight.pop(c.device, None)
         self._next_command(st, time.monotonic())
@@ -676,7 +777,7 @@ class Gateway:
         got = self.store.result_for(c.device, c.counter)
         if got is not None:  # stored by a sibling instance that received the RESULT
             self._complete(st, c, got[0], got[1], time.time())
-        elif c.tries >= self.cmd_tries:
+        elif c.tries >= (self.cmd_tries if c.max_tries is None else c.max_tries):
             self._give_up(st, c)
         else:
             self.count("command_retransmit")
@@ -687,11 +788,23 @@ class Gateway:
         c.status, c.done = "timeout", now
         self._cmd_dirty[c.request] = c
         self.count("command_timeout")
-        log.warning(
-            "command %s to device %d (counter %s) unanswered after %d tries: given up",
-            c.cmd, c.device, c.counter, c.tries,
-        )  # fmt: skip
-        if self.publish is not None:
+        if c.internal:
+            # The gateway's own resync, perhaps sent to an attacker replaying an old frame:
+            # stored and counted, logged rate-limited, not published (nobody asked for it).
+            self.count("resync_timeout")
+            self._log_limited(
+                "resync_timeout", logging.INFO,
+                "resync to device %d (counter %s) via %s %r unanswered: given up (the frame "
+                "that asked for it may have been replayed by someone else)",
+                c.device, c.counter, c.route[0].name if c.route else "?",
+                c.route[1] if c.route else None,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "command %s to device %d (counter %s) unanswered after %d tries: given up",
+                c.cmd, c.device, c.counter, c.tries,
+            )  # fmt: skip
+        if self.publish is not None and not c.internal:
             dev = st.dev
             d = {**c.to_dict(), "source": "gateway", "gateway": self.name, "rx": round(now, 3),
                  "district": dev.district, "category": dev.category}  # fmt: skip
@@ -700,6 +813,87 @@ class Gateway:
         self._inflight.pop(c.device, None)
         self._next_command(st, time.monotonic())
 
+    # -- counter recovery (SPEC.md section 7.4) ----------------------------------------------
+    def _resync(self, st: _Dev, f: fr.Frame, link: Link, addr: Any) -> None:
+        """An authentic uplink frame (EVENT, HELLO, tagged TELEMETRY...) was refused as a replay
+        below its mark: queue a `resync` carrying the highest of the device's three marks, to
+        where that frame came from. The detector moves its counter above the mark and re-sends
+        its pending events under new counters; a replayed copy changes nothing on the detector
+        (its counter only rises), so sending one to an attacker's address is harmless. Bounded:
+        none while one is queued or in flight, none within RESYNC_EVERY_S of the last, so at
+        most one host counter per 10 s (rule H2/H3 still hold). Nothing here makes the refused
+        frame count: it is neither stored nor ACKed (rule H3).
+        """
+        peer = st.peer
+        assert peer is not None
+        if any(c.cmd == "resync" for c in (st.cmd, *st.cmds) if c is not None):
+            return
+        mono = time.monotonic()
+        if st.resync_at is not None and mono - st.resync_at < RESYNC_EVERY_S:
+            return
+        st.resync_at = mono
+        mark = max(peer.marks)
+        c = Command(f.device, {"cmd": "resync", "mark": mark}, time.time(), "gateway")
+        c.internal = True
+        c.route = (link, addr)
+        c.max_tries = RESYNC_TRIES
+        # Ahead of queued requests (behind the one in flight): until the detector's counter
+        # is above the marks, its RESULTs to them would be refused as replays too.
+        st.cmds.appendleft(c)
+        self._cmd_dirty[c.request] = c
+        self.count("command_requested")
+        self.count("resync_requested")
+        self._log_limited(
+            "resync_requested", logging.WARNING,
+            "device %d: authentic %s with counter %d below the mark %d (its counter went "
+            "backwards, or an old frame is replayed): resync above %d requested via %s %r",
+            f.device, f.name, f.counter, peer.marks[replay_class(f.type)], mark, link.name,
+            addr,
+        )  # fmt: skip
+        if st.cmd is None:
+            self._next_command(st, mono)
+
+    def _resync_outcome(self, c: Command, result: str, value: int) -> None:
+        mark = c.fields.get("mark")
+        if result == "ok":
+            self.count("resync_done")
+            log.info(
+                "device %d: uplink counter re-synchronised above %s (boot count %s)",
+                c.device, mark, value,
+            )  # fmt: skip
+        elif result == "failed":
+            # Rule W (SPEC.md 7.3): the boot count would pass 0xFFFF; the detector changed
+            # nothing and can send nothing the host will accept under this device id.
+            self.count("resync_failed")
+            self._log_limited(
+                "resync_failed", logging.ERROR,
+                "device %d: resync above %s failed: the detector's uplink counter space is "
+                "used up (boot count 0xFFFF); its events cannot be accepted any more. "
+                "Re-provision it under a new device id (SPEC.md 7.4, docs/firmware.md "
+                "'Recovering a detector')",
+                c.device, mark,
+            )  # fmt: skip
+
+    def _locked(self, f: fr.Frame) -> None:
+        """RESULT `locked` (SPEC.md 5.9, 7.4): the detector lost its state file, so it cannot
+        tell old commands from new and refuses all but `resync` until re-provisioned."""
+        self.count("command_locked")
+        self._log_limited(
+            "command_locked", logging.WARNING,
+            "device %d refused %s as locked: it lost its replay state and refuses every "
+            "command but resync; re-provision it (SPEC.md 7.4, docs/firmware.md 'Recovering "
+            "a detector')",
+            f.device, f.fields.get("cmd"),
+        )  # fmt: skip
+
+    def _log_limited(self, reason: str, level: int, msg: str, *args: Any) -> None:
+        """Log at most once per LOG_EVERY_S per reason, with the running count (input an
+        attacker can repeat must not flood the log)."""
+        t = time.monotonic()
+        if t - self._last_log.get(reason, -1e9) >= LOG_EVERY_S:
+            self._last_log[reason] = t
+            log.log(level, msg + " [%d so far]", *args, self.stats.get(reason, 0))
+
     # -- republish ---------------------------------------------------------------------------
     def _pub(
         self, device: int, kind: str, f: fr.Frame, now: float, extra: dict | None = None
@@ -707,6 +901,9 @@ class Gateway:
         d = f.to_dict()
         if extra:
             d.update(extra)
+        # Past the checks a tag is a verified one. False: an untagged HELLO or TELEMETRY,
+        # information only (SPEC.md section 5), or anything from a device without a key.
+        d["authenticated"] = f.tag is not None
         d["rx"] = round(now, 3)
         d["gateway"] = self.name
         if d.get("time"):

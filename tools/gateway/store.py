@@ -334,7 +334,8 @@ class Store:
         snapshots: list[tuple] | None = None,
     ) -> list[bool]:
         """Write one batch. events rows follow _INS_EV's columns. seen: device ->
-        (last_seen, transport, address, status or None, fw or None, boot_count or None).
+        (last_seen, transport, address, status or None, fw or None, boot_count or None);
+        last_seen None (nothing authenticated in this batch) leaves the first three as they are.
         commands: rows for _UPS_CMD (requests created or changed since the last batch);
         configs, snapshots: rows for _INS_CFG, _INS_SNAP.
         Returns, per event row, True if it was new (inserted), False if already stored."""
@@ -362,12 +363,19 @@ class Store:
                 db.executemany(_INS_RES, results)
                 db.executemany(_DONE_CMD, [(r[5], r[6], r[2], r[0], r[3]) for r in results])
             if seen:
+                # last_seen None: only unauthenticated frames since the last batch (an untagged
+                # TELEMETRY's status, SPEC.md section 5): when and where the device was last
+                # seen stay as they are.
                 db.executemany(
-                    "UPDATE devices SET last_seen=MAX(COALESCE(last_seen, 0), ?), "
-                    "first_seen=COALESCE(first_seen, ?), transport=?, address=?, "
-                    "status=COALESCE(?, status), fw=COALESCE(?, fw), "
-                    "boot_count=COALESCE(?, boot_count) WHERE device=?",
-                    [(s[0], s[0], s[1], s[2], s[3], s[4], s[5], d) for d, s in seen.items()],
+                    "UPDATE devices SET "
+                    "last_seen=CASE WHEN ?1 IS NULL THEN last_seen "
+                    "ELSE MAX(COALESCE(last_seen, 0), ?1) END, "
+                    "first_seen=COALESCE(first_seen, ?1), "
+                    "transport=CASE WHEN ?1 IS NULL THEN transport ELSE ?2 END, "
+                    "address=CASE WHEN ?1 IS NULL THEN address ELSE ?3 END, "
+                    "status=COALESCE(?4, status), fw=COALESCE(?5, fw), "
+                    "boot_count=COALESCE(?6, boot_count) WHERE device=?7",
+                    [(*s[:6], d) for d, s in seen.items()],
                 )
             if counters:
                 db.executemany(
