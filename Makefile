@@ -77,9 +77,9 @@ deploy: $(STAMP)  ## compile + copy the firmware with mpremote, then reset: make
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the virtual console pty)"; exit 2; }
 	$(PY) -m tools.deploy $(PORT)
 
-provision: $(STAMP)  ## write device id, key, config: make provision PORT=.. DEVICE=0x.. KEY_FILE=.. [CONFIG=x.json]
-	@test -n "$(PORT)" -a -n "$(DEVICE)" -a -n "$(KEY_FILE)" || { echo "usage: make provision PORT=.. DEVICE=0x12345678 KEY_FILE=key.hex [CONFIG=settings.json]"; exit 2; }
-	$(PY) -m tools.deploy $(PORT) --provision --device $(DEVICE) --key-file $(KEY_FILE) $(if $(CONFIG),--config $(CONFIG))
+provision: $(STAMP)  ## write device id, key, config: make provision PORT=.. DEVICE=0x.. KEY_FILE=..|NEW_KEY=.. [REGISTRY=fleet.csv] [CONFIG=x.json]
+	@test -n "$(PORT)" -a -n "$(DEVICE)" -a -n "$(KEY_FILE)$(NEW_KEY)" || { echo "usage: make provision PORT=.. DEVICE=0x12345678 KEY_FILE=key.hex [CONFIG=settings.json]"; echo "   or: make provision PORT=.. DEVICE=0x12345678 NEW_KEY=new-key.hex [REGISTRY=fleet.csv]  (rotate the key: SPEC.md 7.4)"; exit 2; }
+	$(PY) -m tools.deploy $(PORT) --provision --device $(DEVICE) $(if $(NEW_KEY),--new-key $(NEW_KEY),--key-file $(KEY_FILE)) $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(CONFIG),--config $(CONFIG))
 
 check-esp32: $(STAMP)  ## ESP32 HAL: mpy-cross -march=xtensawin + mypy against micropython-esp32-stubs
 	$(PY) -m tools.check_esp32

@@ -2,6 +2,7 @@
 
     python -m tools.deploy PORT [--arch auto|xtensawin|x64] [--no-reset]     (make deploy PORT=...)
     python -m tools.deploy PORT --provision --device ID --key-file KEY [--config FILE.json]
+    python -m tools.deploy PORT --provision --device ID --new-key KEY [--registry FLEET.csv]
 
 Libraries are compiled with mpy-cross for the target's architecture (auto: asked from the device,
 sys.implementation._mpy), main.py and boot.py stay source. Files are copied with mpremote using
@@ -9,8 +10,14 @@ sys.implementation._mpy), main.py and boot.py stay source. Files are copied with
 reset (hard reset on a board and on the board twin; a soft reset, i.e. a restart by the
 supervisor, on the unix port). A device with the `esp32` module (the board, or the board twin of
 `make virtual-device BOARD=esp32`) gets the ESP32 file set (app/hal_esp32) compiled for its arch.
-Provisioning writes identity.json (device id + key) and config.json over the same USB console:
-local access is the one way besides the authenticated command to change settings.
+Provisioning writes identity.json (device id + key), a fresh state.json when the key is new to
+the device (tools/provisioning.py says why only then) and config.json over the same USB console:
+local access is the one way besides the authenticated command to change settings. --new-key
+FILE generates a random key, writes it to FILE (never over an existing file) and provisions
+it: the recovery for a detector whose state was lost (it refuses commands, `locked`,
+protocol/SPEC.md section 7.4), a swapped board, or a key that may have leaked. --registry
+FLEET.csv also puts the new key into that device's row of the gateway's registry (restart the
+gateway to load it).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tools import fwbuild
+from tools import fwbuild, provisioning
+from tools.gateway.registry import RegistryError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,20 +108,62 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
     return sizes
 
 
-def provision(port: str, device: int, key: str, config: dict | None) -> None:
-    from efd import config as efd_config
+def current_identity(port: str) -> str | None:
+    """The device's identity.json now, or None if it has none."""
+    probe = (
+        "try:\n f = open('identity.json')\n print('ID=' + f.read().strip())\n"
+        "except OSError:\n print('ID=')"
+    )
+    out = run_mp(port, "exec", probe)
+    lines = [x[3:] for x in out.splitlines() if x.startswith("ID=")]
+    return (lines[-1] or None) if lines else None
 
-    if config:
-        efd_config.make(config)
+
+def provision(port: str, device: int, key: str, config: dict | None) -> list[str]:
+    """Write the provisioning files; returns their names."""
+    files = provisioning.files(device, key, current_identity(port), config)
     with tempfile.TemporaryDirectory() as d:
-        ident = Path(d) / "identity.json"
-        ident.write_text(json.dumps({"device": device, "key": key}))
-        args = ["fs", "cp", str(ident), ":identity.json"]
-        if config is not None:
-            cfg = Path(d) / "config.json"
-            cfg.write_text(json.dumps(config))
-            args += ["+", "fs", "cp", str(cfg), ":config.json"]
+        args: list[str] = []
+        for name, text in files.items():
+            (Path(d) / name).write_text(text)
+            args += [*(["+"] if args else []), "fs", "cp", str(Path(d) / name), ":" + name]
         run_mp(port, *args)
+    return list(files)
+
+
+def set_registry_key(path: Path, device: int, key: str) -> None:
+    """Put key into device's row of a registry CSV (tools/gateway/registry.py), atomically;
+    the previous file is kept as PATH.bak."""
+    import csv
+
+    from tools.gateway.registry import parse_device_id
+
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = list(rows[0].keys()) if rows else []
+    if "device" not in fields:
+        raise RegistryError(f"{path}: no `device` column")
+    if "key" not in fields:
+        fields.append("key")
+    hits = [r for r in rows if parse_device_id(r["device"]) == device]
+    if not hits:
+        raise RegistryError(f"{path}: device {device} ({device:#x}) is not in the registry")
+    for r in hits:
+        r["key"] = key
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    shutil.copy2(path, path.with_name(path.name + ".bak"))
+    tmp.replace(path)
+
+
+def _device_id(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a device id: {text!r} (e.g. 0x12345678)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,26 +177,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="auto")
     ap.add_argument("--no-reset", action="store_true")
     ap.add_argument("--provision", action="store_true", help="write identity/config instead")
-    ap.add_argument("--device", type=lambda s: int(s, 0))
-    ap.add_argument("--key-file")
-    ap.add_argument("--key")
+    ap.add_argument("--device", type=_device_id, help="device id, e.g. 0x12345678")
+    ap.add_argument("--key-file", help="file holding the device key (64 hex digits)")
+    ap.add_argument("--key", help="the device key itself (64 hex digits)")
+    ap.add_argument(
+        "--new-key",
+        metavar="FILE",
+        help="generate a random key, write it to FILE (must not exist) and provision it",
+    )
+    ap.add_argument(
+        "--registry", metavar="CSV", help="with --new-key: also set the key in this registry"
+    )
     ap.add_argument("--config", help="JSON file of settings (efd/config.py names)")
     a = ap.parse_args(argv)
     try:
         if a.provision:
-            if a.device is None or not (a.key or a.key_file):
-                ap.error("--provision needs --device and --key or --key-file")
-            key = a.key or Path(a.key_file).read_text().strip()
-            if len(bytes.fromhex(key)) != 32:
-                raise ValueError("the key must be 64 hex digits")
-            if not 0 < a.device < 0xFFFFFFFF:
-                raise ValueError("device id must be 1..0xFFFFFFFE")
+            given = [x for x in (a.key, a.key_file, a.new_key) if x]
+            if a.device is None or len(given) != 1:
+                ap.error("--provision needs --device and one of --key, --key-file, --new-key")
+            if a.registry and not a.new_key:
+                ap.error("--registry goes with --new-key")
+            if a.new_key:
+                key = provisioning.new_key()
+                out = Path(a.new_key)
+                if out.exists():
+                    raise ValueError(f"{out} exists: a new key never overwrites an old one")
+            else:
+                key = a.key or Path(a.key_file).read_text().strip()
+            provisioning.check(a.device, key)
             cfg = json.loads(Path(a.config).read_text()) if a.config else None
-            provision(a.port, a.device, key, cfg)
-            print(f"provisioned device {a.device:#x} on {a.port}")
+            if a.new_key:
+                out.write_text(key + "\n")
+                out.chmod(0o600)
+                print(f"new key for device {a.device:#x} written to {out}")
+            written = provision(a.port, a.device, key, cfg)
+            print(f"provisioned device {a.device:#x} on {a.port}: {', '.join(written)}")
+            if "state.json" not in written:
+                print(
+                    "  it already held this key: its state (replay marks) was kept; a detector "
+                    "that reports `locked` needs --new-key"
+                )
+            if a.registry:
+                set_registry_key(Path(a.registry), a.device, key)
+                print(f"registry {a.registry}: key of {a.device} replaced (restart the gateway)")
+            elif a.new_key:
+                print(f"  put the new key into the gateway's registry (key column of {a.device})")
             return 0
         sizes = deploy(a.port, a.arch, not a.no_reset)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     mpy = sum(v for k, v in sizes.items() if k.endswith(".mpy"))

@@ -289,9 +289,15 @@ def prepare_flash(flash: Path, blank: bool) -> None:
 
 
 def provision(flash: Path, device: int | None, key: str | None, config: dict | None) -> None:
-    """Local provisioning (physical access): identity and initial settings on the flash."""
+    """Local provisioning (physical access): identity, a fresh state with a new key (see
+    tools/provisioning.py) and initial settings on the flash."""
     if device is not None and key is not None:
-        (flash / "identity.json").write_text(json.dumps({"device": device, "key": key}))
+        from tools import provisioning
+
+        ident = flash / provisioning.IDENTITY
+        current = ident.read_text() if ident.exists() else None
+        for name, text in provisioning.files(device, key, current).items():
+            (flash / name).write_text(text)
     if config:
         from efd import config as efd_config
 

@@ -12,7 +12,6 @@ firmware's largest moments.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from protocol import messages as M
 from protocol.auth import Key
 from protocol.frame import Encoder
 from tests import mpy
+from tools import provisioning
 
 DEVICE = 7
 KEY = bytes(32)
@@ -108,16 +108,19 @@ def script(commands: str) -> str:
 
 
 def prepare(flash: Path, image: Path) -> None:
-    """A flash folder as `make deploy` leaves it: lib/ from the image, the identity file."""
+    """A flash folder as `make deploy` and `make provision` leave it: lib/ from the image, the
+    identity and a fresh state file."""
     shutil.copytree(image / "lib", flash / "lib", dirs_exist_ok=True)
-    (flash / "identity.json").write_text(json.dumps({"device": DEVICE, "key": KEY.hex()}))
+    for name, text in provisioning.files(DEVICE, KEY.hex()).items():
+        (flash / name).write_text(text)
 
 
 def run(flash: Path, heapsize: str, commands: str = "none") -> dict | None:
     """Run the hour in a fresh copy of the flash state; None if it did not complete its
     whole job (a crash, or an error counted: the loop survives a MemoryError in the link)."""
-    for name in ("config.json", "state.json", "events.bin"):
+    for name in ("config.json", "events.bin"):
         (flash / name).unlink(missing_ok=True)
+    (flash / provisioning.STATE).write_text(provisioning.files(DEVICE, KEY.hex())["state.json"])
     proc = subprocess.run(
         [mpy.binary(), "-X", f"heapsize={heapsize}", "-c", script(commands)],
         cwd=flash,

@@ -12,7 +12,6 @@ pre-alarm, so the alarm is detected while the flood is being read.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -22,6 +21,7 @@ from protocol import messages as M
 from protocol.auth import Key
 from protocol.frame import Encoder
 from tests import mpy
+from tools import provisioning
 
 pytestmark = pytest.mark.micropython
 
@@ -125,7 +125,8 @@ def _run(tmp_path, polled: bool, windows: int) -> dict:
         M.COMMAND, 0, {"cmd": "reset", "channel": "all"}, auth=True
     )
     poll = Encoder(DEVICE).message(M.POLL, 0, {})
-    (tmp_path / "identity.json").write_text(json.dumps({"device": DEVICE, "key": KEY.hex()}))
+    for name, text in provisioning.files(DEVICE, KEY.hex()).items():
+        (tmp_path / name).write_text(text)
     script = SCRIPT.format(
         cmd=cmd.hex(),
         copies=COPIES,

@@ -20,7 +20,7 @@ from typing import Any
 from efd.names import CHANNEL_NAMES, KIND_NAMES
 from host_sim.scenario import Scenario
 from host_sim.simulate import SimEvent
-from tools import fwbuild
+from tools import fwbuild, provisioning
 from tools.twin import api, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,8 @@ def prepare(scn: Scenario, work: Path, opts: Options) -> dict[str, Any]:
     if files.exists():
         shutil.rmtree(files)
     shutil.copytree(img, files)
-    (files / "identity.json").write_text(json.dumps({"device": DEVICE, "key": KEY.hex()}))
+    for name, text in provisioning.files(DEVICE, KEY.hex()).items():
+        (files / name).write_text(text)
     (files / "config.json").write_text(json.dumps(scn.settings))
     render.render(scn, work / "inputs.bin")
     (work / "api.json").write_text(json.dumps(api.for_twin(), separators=(",", ":")))

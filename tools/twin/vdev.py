@@ -273,7 +273,11 @@ def provisioning(args: argparse.Namespace, scn: Scenario) -> dict[str, str]:
     """Files written onto the flash at the first boot (local provisioning, physical access)."""
     out: dict[str, str] = {}
     if args.device is not None:
-        out["identity.json"] = json.dumps({"device": args.device, "key": args.key})
+        from tools import provisioning
+
+        # The state file is written on the board side only if the identity there differs
+        # (board/vdevice.py start(): same key, same state, tools/provisioning.py says why).
+        out.update(provisioning.files(args.device, args.key))
     if args.apply_config and scn.config:
         from efd import config as efd_config
 

@@ -13,7 +13,9 @@ def boot(app, hal):
     """Sets app.problems, boots, host_ctr and n. Returns (setting overrides, device id, key
     bytes or None, HELLO fields or None): app.run builds the detector and the link from them
     once this module is dropped."""
-    app.problems = 0  # bit 0 config file bad, bit 1 not provisioned
+    # bit 0 config file bad, bit 1 not provisioned, bit 2 replay state lost (commands locked,
+    # SPEC.md §7.4), bit 3 counter space used up (SPEC.md §7.3 rule W): each shows yellow.
+    app.problems = 0
     overrides, ok = settings.load()
     if not ok:
         app.problems |= 1
@@ -32,11 +34,22 @@ def boot(app, hal):
         app.problems |= 2
     st = store.load_json(store.STATE)
     if not isinstance(st, dict):
+        # A key but no readable state: provisioning writes both, so the state was lost (a flash
+        # fault, a board given a copy of the identity). The downlink mark is gone, so any old
+        # command would pass as new: lock commands until re-provisioned (SPEC.md §7.4). The
+        # lock is persisted with the new state.
+        if key is not None:
+            app.problems |= 4
         st = {}
+    if st.get("locked"):
+        app.problems |= 4
     app.boots = int(st.get("boots", 0)) + 1
     app.host_ctr = int(st.get("host_ctr", 0))
-    store.save_state(app)
     app.n = 0  # authenticated uplink frames this boot (counter low 16 bits)
+    if app.boots > 0xFFFF:  # rule W: the boot count never wraps; n is used up too
+        app.boots = app.n = 0xFFFF
+        app.problems |= 8
+    store.save_state(app)
     hello = None
     if device:
         hello = {

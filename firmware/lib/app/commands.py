@@ -1,17 +1,12 @@
 # Command handling, for app.run.App. app.run loads this module for each command and drops it
-# again (with app.settings and app.store),
-# so the main loop never keeps its heap; settings.py is loaded only by the commands that read
-# or change settings. Boot is app/boot.py. Functions of the App, not methods: `app` is the
-# run.App instance.
-from array import array
-
+# again (with app.store and whatever the command loaded), so the main loop never keeps its
+# heap; settings.py is loaded only by the commands that read or change settings, snapshot.py
+# by the snapshot command, counters.py by resync. Boot is app/boot.py. Functions of the App,
+# not methods: `app` is the run.App instance.
 from app import store
 from efd import events as ev
 from efd import ticks
-from efd.compat import const
 from protocol import messages as M
-
-_SNAP_CHUNK = const(96)
 
 
 def command(app, f, counter, now):
@@ -20,6 +15,14 @@ def command(app, f, counter, now):
     app.host_ctr = counter
     store.save_state(app)
     cmd = f["cmd"]
+    if cmd == M.CMD_RESYNC:  # the recovery path (app/counters.py), loaded for it alone
+        from app import counters
+
+        return counters.resync(app, f["mark"])
+    if app.problems & 4:
+        # Replay state lost (SPEC.md §7.4): this command may be an old one replayed. Refused
+        # until re-provisioned; resync above is safe from anyone, it only raises counters.
+        return 5, 0, ()
     det = app.det
     # Fields are numbers (messages.py, the detector's view): cmd M.CMD_*, channel efd.events.
     if cmd == M.CMD_RESET:
@@ -59,7 +62,9 @@ def command(app, f, counter, now):
             app.snap_trig = 0
         elif sid != 0 and sid != app.snap_id:
             return 2, 0, ()
-        return 0, app.snap_id, snapshot_frames(app)
+        from app import snapshot  # like settings: loaded by the one command that needs it
+
+        return 0, app.snap_id, snapshot.frames(app)
     if cmd == M.CMD_REBOOT:
         app.reboot_at = ticks.add(now, 300)
         return 0, 0, ()
@@ -68,38 +73,3 @@ def command(app, f, counter, now):
 
         return 0, 0, (settings.config_frame(app),)
     return 1, 0, ()
-
-
-def snapshot_frames(app):
-    # Samples in 0.1 mA (scale_exp -1) around the window mean; clamp to i16.
-    gain = app.det.cfg["res_gain_q12"]
-    s = app.snap
-    n = len(s)
-    mean = 0
-    for x in s:
-        mean += x
-    mean //= n
-    chunks = (n + _SNAP_CHUNK - 1) // _SNAP_CHUNK
-    # One sample buffer and one fields dict for every chunk: the frames are built one after the
-    # other (each is bytes of its own), so nothing else needs to exist once per chunk.
-    buf = array("h", bytes(2 * _SNAP_CHUNK))  # 2 bytes a sample, not an 8-byte list slot
-    f = {
-        "snap_id": app.snap_id,
-        "channel": ev.RESIDUAL,
-        "chunks": chunks,
-        "scale_exp": -1,
-        "rate_hz": 40 * app.det.cfg["mains_hz"],
-        "trigger": app.snap_trig,
-    }
-    out = []
-    for k in range(chunks):
-        lo = k * _SNAP_CHUNK
-        hi = lo + _SNAP_CHUNK if lo + _SNAP_CHUNK < n else n
-        for i in range(lo, hi):
-            y = (s[i] - mean) * gain * 10 >> 12
-            buf[i - lo] = 32767 if y > 32767 else (-32767 if y < -32767 else y)
-        f["chunk"] = k
-        f["offset"] = lo
-        f["samples"] = memoryview(buf)[: hi - lo]
-        out.append(app.link.enc.message(M.SNAPSHOT, app.hal.time(), f))
-    return out

@@ -28,6 +28,9 @@ from protocol.stream import StreamDecoder
 _RETX_FIRST_MS = const(2000)
 _RETX_MAX_MS = const(60000)
 _TELEMETRY_MS = const(10000)
+# One TELEMETRY a minute is tagged (SPEC.md §5): hosts count a detector as alive on
+# authenticated frames only, so spoofed reports cannot keep a dead detector "online".
+_AUTH_TELEMETRY_MS = const(60000)
 _RX = const(64)
 _RX_READS = const(4)  # reads per poll(): 256 B a window, one frame of the maximum wire size
 # Owed best-effort frames (HELLO, CONFIG, SNAPSHOT chunks, a duplicate command's cached RESULT
@@ -65,6 +68,7 @@ class Link:
         self.retx_at = 0
         self.retx_ms = _RETX_FIRST_MS
         self.tele_at = 0
+        self.auth_at = 0  # when the next TELEMETRY is tagged
         self.last_result = None  # the last RESULT (bytes): answers a duplicate command
         self.later = []  # frames service() left for poll() (bounded: the bus is polled)
         self.temps = array("h", bytes(8))  # TELEMETRY's readings, see telemetry()
@@ -226,12 +230,15 @@ class Link:
             return True
         if polled or ticks.diff(now, self.tele_at) >= 0:
             self.tele_at = ticks.add(now, _TELEMETRY_MS)
-            io.write(self.enc.view(self.telemetry()))
+            auth = ticks.diff(now, self.auth_at) >= 0
+            if auth:
+                self.auth_at = ticks.add(now, _AUTH_TELEMETRY_MS)
+            io.write(self.enc.view(self.telemetry(auth)))
             return True
         return False
 
-    def telemetry(self):
-        """Encode the periodic TELEMETRY frame; its length in enc.wire."""
+    def telemetry(self, auth=False):
+        """Encode the periodic TELEMETRY frame (tagged if auth); its length in enc.wire."""
         app = self.app
         det = app.det
         v = det.values
@@ -261,4 +268,4 @@ class Link:
             ch = ev.PHASE0 + i
             ok = i < cfg["phase_channels"] and not reported[ch] and v[ch] <= 0xFFFE
             self.lines[i] = v[ch] if ok else M.NA_U16
-        return self.enc.telemetry(t, res, self.temps, self.lines, status)
+        return self.enc.telemetry(t, res, self.temps, self.lines, status, -1, auth)

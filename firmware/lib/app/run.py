@@ -36,7 +36,10 @@ def _drop():
     # Forget the modules only boot and commands use (and their packages' references to them):
     # their code is freed by the next collection and loaded again the next time. efd.config
     # is one of them: the detector validates settings only at boot and by command.
-    for pkg, names in (("app", ("boot", "commands", "settings", "store")), ("efd", ("config",))):
+    for pkg, names in (
+        ("app", ("boot", "commands", "counters", "settings", "snapshot", "store")),
+        ("efd", ("config",)),
+    ):
         d = sys.modules[pkg].__dict__
         for m in names:
             sys.modules.pop(pkg + "." + m, None)
@@ -63,7 +66,9 @@ class App:
         if hasattr(hal, "service"):  # the board's burst calls it every ~10 ms (hal_esp32)
             hal.service = self._service
         if hello is not None:
-            link.outbox.append(link.enc.message(M.HELLO, hal.time(), hello))
+            # Tagged (SPEC.md §5): its host_counter may then count (rule H1), its address is
+            # the detector's, and after a lost state its refusal as a replay brings a resync.
+            link.outbox.append(link.enc.message(M.HELLO, hal.time(), hello, auth=True))
         self.arc_at = 0
         self.test = None  # running self-test: [start, command counter (0 = button), was, clear]
         self.reboot_at = -1
@@ -75,12 +80,11 @@ class App:
 
     def next_counter(self):
         # SPEC.md §7.3: boot_count << 16 | n, n from 1; persist a new boot count before n wraps.
-        self.n += 1
-        if self.n > 0xFFFF:
-            self.boots += 1
-            _rare("store", "save_state", self)
-            self.n = 1
-        return make_counter(self.boots, self.n)
+        n = self.n + 1
+        if n > 0xFFFF:
+            return _rare("counters", "next_boot", self)  # persisted first; never wraps (rule W)
+        self.n = n
+        return make_counter(self.boots, n)
 
     def _service(self):
         try:

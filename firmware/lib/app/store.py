@@ -64,9 +64,14 @@ def exists(path):
 
 
 # The boot state file (SPEC.md §7.3): the boot count (high half of every uplink counter) and the
-# highest command counter accepted, persisted before acting on it.
-STATE = "state.json"  # {"boots": n, "host_ctr": n}
+# highest command counter accepted, persisted before acting on it; "locked" while the detector
+# runs without its lost replay state (SPEC.md §7.4: commands refused until re-provisioned).
+# Provisioning writes a fresh one ({"boots": 0, "host_ctr": 0}) with the identity.
+STATE = "state.json"  # {"boots": n, "host_ctr": n[, "locked": 1]}
 
 
 def save_state(app):
-    save_json(STATE, {"boots": app.boots, "host_ctr": app.host_ctr})
+    st = {"boots": app.boots, "host_ctr": app.host_ctr}
+    if app.problems & 4:
+        st["locked"] = 1
+    save_json(STATE, st)
