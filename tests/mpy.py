@@ -34,10 +34,12 @@ def run(
     heapsize: str | None = None,
     timeout: float = 120,
     extra_path: list[Path] | None = None,
+    cwd: Path | None = None,
 ) -> str:
     """Execute `script` (source text) under MicroPython and return its stdout.
 
-    `firmware/lib` and the repo root are on MICROPYPATH, like `lib/` and `/` on the device.
+    `firmware/lib` and the repo root are on MICROPYPATH, like `lib/` and `/` on the device;
+    `cwd` is the device's flash (its files: identity.json, state.json, the event log).
     Raises AssertionError with MicroPython's stderr if the script fails.
     """
     paths = [str(p) for p in (extra_path or [])] + [str(FIRMWARE_LIB), str(ROOT)]
@@ -47,7 +49,14 @@ def run(
         cmd += ["-X", "heapsize=" + heapsize]
     cmd += ["-c", script]
     proc = subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        cmd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+        cwd=cwd,
     )
     if proc.returncode != 0:
         raise AssertionError(

@@ -4,6 +4,7 @@ gateway sends, a clock the tests move, and frames an attacker on the network can
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from protocol import frame as fr
 from protocol import messages as M
@@ -45,6 +46,30 @@ class Link:
         if self.fail is not None:
             raise self.fail
         self.sent.append(wire)
+
+
+class AddrLink:
+    """Records (wire, addr) for every frame the gateway sends (UDP-like: the address matters,
+    SPEC.md section 5: commands go where authenticated frames came from)."""
+
+    name = "udp"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def send(self, device: int, wire: bytes, addr: Any) -> None:
+        self.sent.append((wire, addr))
+
+    def frames(self, typ: int) -> list[tuple[fr.Frame, Any]]:
+        out = [(fr.decode(w), a) for w, a in self.sent]
+        return [(f, a) for f, a in out if f.type == typ]
+
+    def commands(self) -> list[tuple[fr.Frame, Any]]:
+        return self.frames(M.COMMAND)
+
+    def resyncs(self) -> list[tuple[int, Any]]:
+        """(mark, addr) of every resync COMMAND sent."""
+        return [(f.fields["mark"], a) for f, a in self.commands() if f.fields["cmd"] == "resync"]
 
 
 class Clock:

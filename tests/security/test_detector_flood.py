@@ -12,9 +12,6 @@ pre-alarm, so the alarm is detected while the flood is being read.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
 from protocol import messages as M
@@ -136,18 +133,8 @@ def _run(tmp_path, polled: bool, windows: int) -> dict:
         poll=(b"\x00" + poll).hex(),
         windows=windows,
     )
-    paths = os.pathsep.join([str(mpy.FIRMWARE_LIB), str(mpy.ROOT)])
-    proc = subprocess.run(
-        [mpy.binary(), "-X", "heapsize=8m", "-c", script],
-        cwd=tmp_path,
-        env=dict(os.environ, MICROPYPATH=paths),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    stdout = mpy.run(script, heapsize="8m", timeout=600, cwd=tmp_path)
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
     logged, sent, max_read, errors = eval(line[7:])
     alarm_at = next(w for w, kind in logged if kind == 2)
     out = [w for w, t, kind in sent if t == M.EVENT and kind == 2]

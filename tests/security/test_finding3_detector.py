@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,18 +118,8 @@ def run_fw(flash: Path, windows: int, steps: dict | None = None, host_ctr: int =
         host_ctr=host_ctr,
         windows=windows,
     )
-    paths = os.pathsep.join([str(mpy.FIRMWARE_LIB), str(mpy.ROOT)])
-    proc = subprocess.run(
-        [mpy.binary(), "-X", "heapsize=4m", "-c", script],
-        cwd=flash,
-        env=dict(os.environ, MICROPYPATH=paths),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    stdout = mpy.run(script, heapsize="4m", timeout=300, cwd=flash)
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
     out = json.loads(line[7:])
     out["frames"] = [(w, fr.decode(bytes.fromhex(h))) for w, h in out["sent"]]
     return out

@@ -13,41 +13,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key, make_counter
 from protocol.session import DETECTOR_REQUIRES, Peer
-from tests.security.common import DEV, Clock, key, registry, untagged_hello, use_clock
+from tests.security.common import DEV, AddrLink, Clock, key, registry, untagged_hello, use_clock
 from tools.gateway import core
 from tools.gateway.core import Gateway
 from tools.gateway.store import Store
 
 DETECTOR = ("192.0.2.10", 47000)
 ATTACKER = ("203.0.113.66", 5555)
-
-
-class AddrLink:
-    """Records (wire, addr) for every frame the gateway sends."""
-
-    name = "udp"
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, Any]] = []
-
-    def send(self, device: int, wire: bytes, addr: Any) -> None:
-        self.sent.append((wire, addr))
-
-    def frames(self, typ: int) -> list[tuple[fr.Frame, Any]]:
-        out = [(fr.decode(w), a) for w, a in self.sent]
-        return [(f, a) for f, a in out if f.type == typ]
-
-    def resyncs(self) -> list[tuple[int, Any]]:
-        """(mark, addr) of every resync COMMAND sent."""
-        return [
-            (f.fields["mark"], a) for f, a in self.frames(M.COMMAND) if f.fields["cmd"] == "resync"
-        ]
 
 
 class FakeDetector:

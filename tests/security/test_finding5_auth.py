@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key, make_counter
-from tests.security.common import DEV, T0, Clock, key, registry, untagged_hello, use_clock
+from tests.security.common import DEV, T0, AddrLink, Clock, key, registry, untagged_hello, use_clock
 from tools.gateway import query
 from tools.gateway.core import Gateway
 from tools.gateway.registry import Device
@@ -31,22 +30,6 @@ from tools.gateway.store import Store
 DETECTOR = ("192.0.2.10", 47000)  # where the detector's datagrams come from
 ATTACKER = ("203.0.113.66", 5555)
 KEYLESS = 100009
-
-
-class AddrLink:
-    """Records (wire, addr) for every frame the gateway sends."""
-
-    name = "udp"
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, Any]] = []
-
-    def send(self, device: int, wire: bytes, addr: Any) -> None:
-        self.sent.append((wire, addr))
-
-    def commands(self) -> list[tuple[fr.Frame, Any]]:
-        out = [(fr.decode(w), a) for w, a in self.sent]
-        return [(f, a) for f, a in out if f.type == M.COMMAND]
 
 
 def make(tmp: Path, name: str = "gw") -> tuple[Gateway, Store, list[tuple[str, dict]]]:
