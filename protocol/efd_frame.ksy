@@ -20,7 +20,8 @@ seq:
   - id: hdr
     type: u1
     valid:
-      expr: ((_ >> 5) & 3) == 1
+      # Version 1, and a type of SPEC.md section 5: the codec's `version` and `unknown_type`.
+      expr: ((_ >> 5) & 3) == 1 and (((_ & 31) >= 1 and (_ & 31) <= 6) or ((_ & 31) >= 16 and (_ & 31) <= 18))
     doc: bit 7 A (counter and tag present), bits 6-5 version (1), bits 4-0 type
   - id: device
     type: u4
@@ -125,6 +126,11 @@ types:
     seq:
       - id: config_hash
         type: u4
+      - id: whole_params
+        size: 0
+        valid:
+          expr: (_io.size - 4) % 5 == 0
+        doc: (u8 id, i32 value) pairs fill the rest exactly (the codec's `length` otherwise)
       - id: params
         type: param
         repeat: eos
@@ -154,6 +160,11 @@ types:
         type: u2
       - id: offset
         type: u2
+      - id: whole_samples
+        size: 0
+        valid:
+          expr: (_io.size - 12) % 2 == 0 and _io.size - 12 <= 2 * 96
+        doc: at most 96 i16 samples filling the rest exactly (the codec's `length` otherwise)
       - id: samples
         type: s2
         repeat: eos
@@ -186,9 +197,16 @@ types:
     seq:
       - id: channel
         type: u1
-        enum: channel
+        enum: reset_channel
   set_config_args:
     seq:
+      - id: whole_params
+        size: 0
+        valid:
+          expr: (_io.size - 1) % 5 == 0
+        doc: |
+          (u8 id, i32 value) pairs, no leftover byte (the codec's `length` otherwise); the
+          arguments share the command payload's stream, after its 1-byte code
       - id: params
         type: param
         repeat: eos
@@ -225,6 +243,18 @@ enums:
     7: selftest
     8: ror
   channel:
+    0: residual
+    1: temp0
+    2: temp1
+    3: temp2
+    4: temp3
+    5: phase0
+    6: phase1
+    7: phase2
+    8: arc
+  reset_channel:
+    # The reset command's target: a channel, or 0xFF for all of them (SPEC.md section 5.9).
+    # Only here: 255 is no channel anywhere else.
     0: residual
     1: temp0
     2: temp1

@@ -207,6 +207,29 @@ def build():
         seq=3,
         counter=0x002A0001,
     )
+    zero = fr.Encoder(DEVICE, key).message(
+        messages.EVENT,
+        T,
+        {"kind": "alarm", "channel": "residual", "value": 320, "threshold": 300},
+        auth=True,
+        seq=3,
+        counter=0,
+    )
+    # A set_config whose arguments leave one byte after the last (id, value) pair.
+    leftover = bytearray(cobs.decode(wires["cmd_set_config"][:-1]))
+    leftover[-14:-14] = b"\x07"  # before counter, tag and CRC: payload 1 + 10 + 1 bytes
+    # An ACK with 3 payload bytes instead of 4, and a SNAPSHOT of 97 samples (max 96).
+    ack3 = bytearray(cobs.decode(wires["ack"][:-1]))
+    del ack3[13]
+    snap97 = fr.Encoder(DEVICE).message(
+        messages.SNAPSHOT,
+        T,
+        {"snap_id": 7, "channel": "residual", "chunk": 0, "chunks": 1, "scale_exp": -1,
+         "rate_hz": 2000, "trigger": 0, "offset": 0, "samples": [0] * 96},
+        seq=8,
+    )  # fmt: skip
+    snap97 = bytearray(cobs.decode(snap97[:-1]))
+    snap97[-2:-2] = b"\x01\x00"  # one more sample
     forged = bytearray(cobs.decode(wires["cmd_reset"][:-1]))
     forged[11] = 0x04  # "reset all" -> "reset temp3", old tag kept, CRC fixed: tag must fail
     invalid = [
@@ -219,6 +242,10 @@ def build():
         ("unknown_type_9", _restuff(t9), "unknown_type", "decode"),
         ("event_wrong_key", wrong_key, "bad_tag", "auth"),
         ("cmd_forged_args", _restuff(forged), "bad_tag", "auth"),
+        ("cmd_set_config_leftover_byte", _restuff(leftover), "length", "decode"),
+        ("ack_too_short", _restuff(ack3), "length", "decode"),
+        ("snapshot_97_samples", _restuff(snap97), "length", "decode"),
+        ("event_counter_zero", zero, "replay", "auth"),
     ]
     for name, wire, err, stage in invalid:
         f = fr.decode(wire)

@@ -14,8 +14,11 @@ from enum import IntEnum
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import cobs, messages
+from protocol import frame as fr
 
 ROOT = Path(__file__).resolve().parents[2]
 KSY = ROOT / "protocol" / "efd_frame.ksy"
@@ -140,7 +143,9 @@ def test_every_valid_vector_decodes_to_the_codec_fields(EfdFrame, vectors):
 
 
 def test_invalid_vectors_are_rejected_by_kaitai_plus_crc(EfdFrame, vectors):
-    """What an integrator's pipeline (COBS decode, Kaitai parse, CRC check) does with each."""
+    """What an integrator's pipeline (COBS decode, Kaitai parse, CRC check) does with each:
+    every decode-stage error of the codec is an error there too (issue 12: the .ksy used to
+    accept unknown types, more than 96 samples and leftover set_config bytes)."""
     for v in vectors["vectors"]:
         if v.get("stage") != "decode":
             continue
@@ -151,11 +156,65 @@ def test_invalid_vectors_are_rejected_by_kaitai_plus_crc(EfdFrame, vectors):
         try:
             k = EfdFrame.from_bytes(raw)
         except Exception as e:
-            assert v["error"] in ("short", "length", "version"), (v["name"], e)
+            assert v["error"] in ("short", "length", "version", "unknown_type"), (v["name"], e)
             continue
         crc_ok = k.crc == binascii.crc_hqx(raw[:-2], 0xFFFF)
-        if v["error"] == "crc":
-            assert not crc_ok
-        else:
-            assert v["error"] == "unknown_type" and crc_ok, v["name"]
-            assert isinstance(k.payload, bytes)  # unknown types stay raw
+        assert v["error"] == "crc" and not crc_ok, v["name"]
+
+
+# Codec decode errors the .ksy reproduces (with a good CRC: Kaitai does not check it). The
+# codec's `direction` needs the receiver's side, which a frame alone does not tell.
+_STRUCTURAL = ("short", "version", "unknown_type", "length", "overflow")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_kaitai_rejects_exactly_what_the_codec_rejects(EfdFrame, vectors, data):
+    # Mutate a valid vector's frame (a byte changed, bytes cut or added, the header's type or
+    # A bit flipped), re-CRC it, and compare the two verdicts.
+    valid = [v for v in vectors["vectors"] if "decoded" in v]
+    v = data.draw(st.sampled_from(valid))
+    raw = bytearray(cobs.decode(bytes.fromhex(v["hex"])[:-1]))
+    body = raw[:-2]
+    op = data.draw(st.sampled_from(["byte", "cut", "grow", "type", "abit"]))
+    if op == "byte" and len(body) > 10:
+        i = data.draw(st.integers(10, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    elif op == "cut":
+        del body[len(body) - data.draw(st.integers(1, min(12, len(body)))) :]
+    elif op == "grow":
+        body += bytes(data.draw(st.lists(st.integers(0, 255), min_size=1, max_size=12)))
+    elif op == "type":
+        body[0] = (body[0] & 0xE0) | data.draw(st.integers(0, 31))
+    else:
+        body[0] ^= 0x80
+    c = binascii.crc_hqx(bytes(body), 0xFFFF)
+    frame_bytes = bytes(body) + bytes([c & 0xFF, c >> 8])
+    f = fr.parse(frame_bytes)
+    try:
+        EfdFrame.from_bytes(frame_bytes)
+        kaitai_ok = True
+    except Exception:
+        kaitai_ok = False
+    if f.ok:
+        assert kaitai_ok, (v["name"], op, frame_bytes.hex())
+    else:
+        assert f.name in _STRUCTURAL, f.name
+        assert not kaitai_ok, (v["name"], op, f.name, frame_bytes.hex())
+
+
+def test_channel_all_only_in_a_reset_command(EfdFrame, vectors):
+    # 0xFF is "all" in the reset command's target only; anywhere else it is no channel (SPEC
+    # 5.9, 10a): an EVENT naming channel 255 shows the number, as the codec does.
+    raw = bytearray(cobs.decode(bytes.fromhex(_vector(vectors, "event_fault_untagged")["hex"])[:-1]))
+    raw[11] = 0xFF
+    c = binascii.crc_hqx(bytes(raw[:-2]), 0xFFFF)
+    raw[-2:] = bytes([c & 0xFF, c >> 8])
+    k = EfdFrame.from_bytes(bytes(raw))
+    assert _e(k.payload.channel) == 255 == fr.parse(bytes(raw)).to_dict()["channel"]
+    reset = cobs.decode(bytes.fromhex(_vector(vectors, "cmd_reset")["hex"])[:-1])
+    assert _e(EfdFrame.from_bytes(reset).payload.args.channel) == "all"
+
+
+def _vector(vectors, name):
+    return next(v for v in vectors["vectors"] if v["name"] == name)
