@@ -24,7 +24,7 @@ real sample rate, and reports the events the detector raises.
 
 commands:
   run    simulate a scenario: event table + summary on stdout, optional JSONL and PNG
-  check  only validate scenario files (exit 2 on the first bad one)
+  check  only validate scenario files: every one, each reported (exit 2 if any is bad)
 
 Scenario format, event fields and the conformance suite: docs/simulator.md.
 Example:  python -m host_sim run host_sim/scenarios/demo.toml --events out/demo.jsonl \\
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="validate scenario files without running them",
-        description="Load and check scenario files; print OK or the first mistake.",
+        description="Load and check every scenario file given: `FILE: OK (...)` on stdout or "
+        "its first mistake on stderr, for each. Exit status 0 when all are good, 2 if any is bad.",
     )
     check.add_argument("scenarios", nargs="+", metavar="SCENARIO.toml")
     return ap
@@ -90,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         if args.command == "check":
-            for path in args.scenarios:
-                scn = load(path)
-                print(f"{path}: OK ({scn.name}, {scn.duration_s:g} s)")
-                _warn(scn.warnings, path)
-            return EXIT_OK
+            return _check(args.scenarios)
         return _run(args)
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -102,6 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # an output path we cannot write: the user's to fix
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _check(paths: list[str]) -> int:
+    """Every file checked and reported, not only up to the first bad one."""
+    bad = 0
+    for path in paths:
+        try:
+            scn = load(path)
+        except ScenarioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        print(f"{path}: OK ({scn.name}, {scn.duration_s:g} s)")
+        _warn(scn.warnings, path)
+    if bad and len(paths) > 1:
+        print(f"{bad} of {len(paths)} scenario files are bad", file=sys.stderr)
+    return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def _warn(warnings: list[str], path: str) -> None:

@@ -300,21 +300,108 @@ def pack(t, fields, buf, o):
 
 
 def parse_settings(items):
-    """["NAME=VALUE", ...] from a command line -> set_config params [[NAME, value], ...].
-    NAME is a setting name (messages.PARAMS) or pN for a raw parameter id; VALUE an integer
-    (decimal or 0x...). Raises ValueError naming the bad item."""
+    """["NAME=VALUE", ...] from a command line -> set_config params [[NAME, value], ...],
+    each checked as check_settings does before anything is sent. NAME is a setting name
+    (messages.PARAMS) or pN for a raw parameter id; VALUE an integer (decimal or 0x...).
+    Raises ValueError naming the bad item and what is wrong with it."""
     out = []
     for it in items:
         name, sep, val = it.partition("=")
         name = name.strip()
-        known = name in PARAMS[1:] or (name[:1] == "p" and name[1:].isdigit())
-        if not sep or not known:
-            raise ValueError(f"bad setting {it!r}: use NAME=VALUE, NAME one of {PARAMS[1:]}")
+        if not sep or not name:
+            raise ValueError(f"bad setting {it!r}: use NAME=VALUE, e.g. leak_set_ma=300")
         try:
-            out.append([name, int(val.strip(), 0)])
+            value = int(val.strip(), 0)
         except ValueError:
             raise ValueError(f"bad setting {it!r}: VALUE must be an integer") from None
+        problem = setting_problem(name, value)
+        if problem:
+            raise ValueError(f"bad setting {it!r}: {problem}")
+        out.append([name, value])
     return out
+
+
+def check_settings(params):
+    """The detector's own checks (efd.config: names, ranges, units), run on the host before a
+    set_config is sent, so a mistake is refused with its reason instead of coming back as
+    `bad_argument` with a parameter id. params: [[NAME, value], ...].
+    Raises ValueError naming the setting, its unit and its allowed range."""
+    for name, value in params:
+        problem = setting_problem(name, value)
+        if problem:
+            raise ValueError(f"bad setting {name}={value!r}: {problem}")
+
+
+def check_command(fields):
+    """check_settings for a set_config command's params; other commands pass unchanged."""
+    if fields.get("cmd") in ("set_config", CMD_SET_CONFIG):
+        check_settings(fields["params"])
+
+
+_I31 = 1 << 31  # a raw parameter's value is an i32 on the wire
+
+
+def setting_problem(name, value):
+    """What is wrong with setting NAME to VALUE, by efd.config's rules; None if nothing.
+    A raw id (pN) is only checked for what the wire carries (id 1..255, a 32-bit value): it is
+    the way to reach a setting newer than this host's efd.config, and to test the detector's
+    own checks."""
+    if isinstance(name, str) and name[:1] == "p" and name[1:].isdigit():
+        if not 0 < int(name[1:]) < 256:
+            return "a raw parameter id is 1..255"
+        if isinstance(value, bool) or not isinstance(value, int) or not -_I31 <= value < _I31:
+            return "a raw parameter's value is a 32-bit integer"
+        return None
+    if not isinstance(name, str) or name not in config.DEFAULTS:
+        return _unknown_setting(name)
+    try:
+        config.check(name, value)
+    except config.ConfigError as e:
+        u = config.unit(name)
+        if e.reason.startswith("must be in "):  # out of range: say the range and its unit
+            lo, hi = config.limits(name)
+            return f"out of range, {name} must be {lo}..{hi}" + (" " + u if u else "")
+        return f"{name}" + (" (" + u + ")" if u else "") + " " + e.reason
+    return None
+
+
+def _unknown_setting(name):
+    import difflib  # host only: CPython's difflib, loaded when a name is wrong
+
+    known = PARAMS[1:]
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    if close:
+        alts = close[0] if len(close) == 1 else ", ".join(close[:-1]) + " or " + close[-1]
+        return f"unknown setting {name!r}, did you mean {alts}?"
+    return f"unknown setting {name!r}; the settings are {', '.join(known)}"
+
+
+def param_name(pid):
+    """A set_config parameter id (a bad_argument RESULT's value) as its setting's name, or
+    pN for an id this host does not know."""
+    if isinstance(pid, int) and 0 < pid < len(PARAMS):
+        return PARAMS[pid]
+    return "p" + str(pid)
+
+
+KEY_LEN = 32  # bytes: a device key (SPEC.md section 7.1; protocol.auth._KEY_LEN on the device)
+
+
+def parse_key(text):
+    """A device key as hex (64 digits; spaces, colons or a 0x prefix allowed) -> 32 bytes.
+    Raises ValueError saying what is wrong."""
+    t = text.strip().lower()
+    if t.startswith("0x"):
+        t = t[2:]
+    t = t.replace(" ", "").replace(":", "").replace("-", "")
+    want = f"the key must be {2 * KEY_LEN} hex digits ({KEY_LEN} bytes)"
+    if len(t) != 2 * KEY_LEN:
+        raise ValueError(f"{want}, got {len(t)}")
+    try:
+        key = bytes.fromhex(t)
+    except ValueError:
+        raise ValueError(f"{want}: not hex") from None  # never echo a secret
+    return key
 
 
 def _or(v, na):
@@ -399,7 +486,71 @@ def _frame_to_dict(self):
         "counter": self.counter,
     }
     d.update(self.fields)
+    if self.type == RESULT and d["status"] == "bad_argument" and d["cmd"] == "set_config":
+        d["param"] = param_name(d["value"])  # the value is the refused setting's id
     return d
+
+
+# -- physical units (issue 12: people read °C, A, mA and names, not wire integers) ---------------
+# Per channel: the unit of its readings and the divisor from the wire's integers (SPEC.md
+# section 2: mA, 0.1 °C, 0.01 A, half-cycles/s). Unit names are ASCII, as efd.config.unit()'s.
+CHANNEL_UNITS = {"residual": ("mA", 1), "arc": ("half-cycles/s", 1)}
+CHANNEL_UNITS.update({"temp" + str(i): ("degC", 10) for i in range(4)})
+CHANNEL_UNITS.update({"phase" + str(i): ("A", 100) for i in range(3)})
+TELEMETRY_UNITS = {"residual_ma": "mA", "temp_c": "degC", "line_a": "A"}
+
+
+def _scaled(v, div):
+    if v is None or div == 1:
+        return v
+    return round(v / div, 3)
+
+
+def physical(d):
+    """A decoded frame's dict (Frame.to_dict()) as people read it: TELEMETRY readings in °C and
+    A (`temp_c`, `line_a`, `residual_ma`) with its status flags by name, an EVENT's value and
+    threshold in its channel's unit (a fault's as the fault's name), SNAPSHOT samples in the
+    channel's unit, each with a `units` entry. Other fields as decoded. Frame.to_dict() itself
+    keeps the wire's integers (every tool's --raw)."""
+    t = d.get("type")
+    if t == "telemetry":
+        out = {k: v for k, v in d.items() if k not in ("temp_dc", "line_ca")}
+        out["temp_c"] = [_scaled(x, 10) for x in d["temp_dc"]]
+        out["line_a"] = [_scaled(x, 100) for x in d["line_ca"]]
+        out["flags"] = status_flags(d["status"])
+        out["units"] = dict(TELEMETRY_UNITS)
+        return out
+    out = dict(d)
+    if t == "event":
+        kind = d["kind"]
+        if kind in ("fault", "fault_clear"):
+            v = d["value"]
+            out["fault"] = names.FAULT_NAMES[v] if 0 < v < len(names.FAULT_NAMES) else v
+            return out
+        unit, div = CHANNEL_UNITS.get(d["channel"], ("", 1))
+        if kind == "ror":
+            unit, div = "degC/min", 10
+        if kind == "selftest":
+            return out  # value: 1 pass, 0 fail
+        out["value"] = _scaled(d["value"], div)
+        out["threshold"] = _scaled(d["threshold"], div)
+        out["units"] = unit
+    elif t == "snapshot":
+        unit, div = CHANNEL_UNITS.get(d["channel"], ("", 1))
+        # sample x 10^scale_exp = the channel's wire unit (SPEC.md section 5.6); / div = unit.
+        f = 10.0 ** d["scale_exp"] / div
+        out["samples"] = [round(x * f, 6) for x in d["samples"]]
+        out["units"] = unit
+    elif t in ("config", "command") and d.get("params"):
+        out["units"] = {n: _unit(n) for n, _v in d["params"]}
+    return out
+
+
+def _unit(name):
+    try:
+        return config.unit(name)
+    except ValueError:
+        return ""
 
 
 def frame_repr(obj):

@@ -2,16 +2,32 @@
 
 Sources (one per run): hex strings as arguments, hex lines on stdin (the default), a binary
 capture file (-f), a serial port (-s, pyserial; any pyserial URL such as loop:// works) or a
-UDP port (-u). Every frame becomes one JSON object on stdout; a bad frame becomes an object
+UDP port (-u). Every frame becomes one JSON object on stdout, values in physical units (°C, A,
+mA, fault names; a "units" field says which) or with --raw the wire's integers (0.1 °C,
+0.01 A, codes) as SPEC.md and the golden vectors have them; a bad frame becomes an object
 with "error" and "reason" and decoding goes on. Exit status: 0 when every input could be read,
-1 if some hex input was malformed, 2 for usage errors (bad file, port, key).
+1 if some hex input was malformed, 2 for usage errors (bad file, port, key: a key is 64 hex
+digits).
 
-Examples:
-  python -m tools.decode 0630785634120106c2eb0b12b900
+examples (the frames are protocol/vectors/vectors.json's, under its test key 000102...1f):
+  # a TELEMETRY frame (SPEC.md section 11.1), as JSON, then as a readable line
+  python -m tools.decode 0722785634120105c2eb0b7b02ea02fb0bceffc802d2046004ed0304022cea00
+  python -m tools.decode --pretty 0722785634120105c2eb0b7b02ea02fb0bceffc802d2046004ed0304022cea00
+  # the same with the wire's integers (temp_dc 234 = 23.4 degC), as in the golden vectors
+  python -m tools.decode --raw 0722785634120105c2eb0b7b02ea02fb0bceffc802d2046004ed0304022cea00
+  # hex lines on stdin (the trailing 00 delimiter is optional)
+  echo 0630785634120106c2eb0b12b9 | python -m tools.decode --pretty
+  # check an EVENT's tag with the device key: "auth": "ok"
+  python -m tools.decode --key 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f \\
+      07a3785634120305c2eb0b0203400101032c01010201022a0bc3dfccd4443138ce58b300
+  # a binary capture of the bus, raw bytes as received
   python -m tools.decode -f capture.bin --pretty
-  python -m tools.decode -s /dev/ttyUSB0 -b 9600 --key 000102...1f
-  python -m tools.decode -u 0.0.0.0:5683
-The frame format is protocol/SPEC.md.
+  # live, 60 s: a serial port (RS-485 adapter) or UDP datagrams
+  python -m tools.decode -s /dev/ttyUSB0 -b 9600 --keys keys.json --duration 60
+  python -m tools.decode -u 0.0.0.0:5683 --pretty --duration 60
+
+keys.json maps device ids to keys: {"0x12345678": "<64 hex digits>"}. The frame format is
+protocol/SPEC.md; a quick start is docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -25,8 +41,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from protocol import auth, messages, session
+from protocol import auth, host, messages, session
 from protocol import frame as fr
+from protocol.host import parse_key
 from protocol.stream import StreamDecoder
 
 
@@ -72,14 +89,19 @@ class Verifier:
         return "ok" if err is None else err.name
 
 
-def describe(r: Any, verifier: Verifier | None) -> dict[str, Any]:
+def describe(r: Any, verifier: Verifier | None, raw: bool = False) -> dict[str, Any]:
+    """One output object: physical units (protocol.host.physical: °C, A, mA, fault names, with
+    `units`), or with raw=True the wire's integers as the codec and the golden vectors have
+    them (plus `status_flags` for TELEMETRY)."""
     if not r.ok:
         return r.to_dict()
     d = r.to_dict()
+    if not raw:
+        d = host.physical(d)
     d["device_hex"] = f"{r.device:08x}"
     if r.time:
         d["time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time + fr.EPOCH_UNIX))
-    if r.type == messages.TELEMETRY:
+    if raw and r.type == messages.TELEMETRY:
         d["status_flags"] = messages.status_flags(r.fields["status"])
     if r.tag is not None:
         d["auth"] = verifier.check(r) if verifier else "unverified"
@@ -96,8 +118,17 @@ def pretty_line(d: dict[str, Any]) -> str:
     if "error" in d:
         where = f" dev={d['device']:08x} seq={d['seq']}" if "device" in d else ""
         return f"ERROR {d['error']:<12} {d['reason']}{where}"
-    skip = {"type", "device", "seq", "time", "counter", "device_hex", "time_utc", "auth"}
-    body = " ".join(k + "=" + _fmt_value(v) for k, v in d.items() if k not in skip)
+    skip = {"type", "device", "seq", "time", "counter", "device_hex", "time_utc", "auth", "units"}
+    units = d.get("units")
+
+    def unit(k: str) -> str:  # physical output: each value followed by its unit
+        if isinstance(units, dict):
+            u = units.get(k, "")
+        else:
+            u = units if units and k in ("value", "threshold", "samples") else ""
+        return {"degC": "°C", "degC/min": "°C/min"}.get(u, u)
+
+    body = " ".join(k + "=" + _fmt_value(v) + unit(k) for k, v in d.items() if k not in skip)
     auth_ = (" auth=" + d["auth"]) if "auth" in d else ""
     when = d.get("time_utc", "t=" + str(d["time"]))
     return f"{when:<20} {d['device_hex']} #{d['seq']:<3} {d['type']:<9} {body}{auth_}"
@@ -183,7 +214,7 @@ def load_keys(args: argparse.Namespace) -> Verifier | None:
     default = None
     if args.key:
         try:
-            default = parse_hex(args.key)
+            default = parse_key(args.key)
         except ValueError as e:
             raise UsageError(f"bad --key: {e}") from None
     if args.keys:
@@ -191,7 +222,10 @@ def load_keys(args: argparse.Namespace) -> Verifier | None:
             with open(args.keys) as fh:
                 raw = json.load(fh)
             for dev, k in raw.items():
-                keys[int(str(dev), 0)] = parse_hex(k)
+                try:
+                    keys[int(str(dev), 0)] = parse_key(k)
+                except ValueError as e:
+                    raise ValueError(f"device {dev}: {e}") from None
         except OSError as e:
             raise UsageError(f"cannot read --keys {args.keys}: {e.strerror or e}") from None
         except (ValueError, AttributeError) as e:
@@ -207,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m tools.decode",
         description=__doc__.split("\n\n")[0],
-        epilog="Frame format: protocol/SPEC.md. Quick start: docs/protocol.md.",
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("hex", nargs="*", help="frames as hex (one datagram each)")
     src = ap.add_mutually_exclusive_group()
@@ -215,9 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-s", "--serial", metavar="PORT", help="serial port or pyserial URL")
     src.add_argument("-u", "--udp", metavar="[HOST:]PORT", help="listen for UDP datagrams")
     ap.add_argument("-b", "--baud", type=int, default=9600, help="serial baud rate (9600)")
-    ap.add_argument("--key", help="device key (hex) to verify tags of every device")
+    ap.add_argument(
+        "--key", help="device key (64 hex digits) to verify the tags of every device's frames"
+    )
     ap.add_argument("--keys", metavar="FILE", help='JSON {"0x<device>": "<key hex>"}')
     ap.add_argument("--pretty", action="store_true", help="one readable line per frame")
+    ap.add_argument(
+        "--raw",
+        action="store_true",
+        help="wire integers (0.1 degC, 0.01 A, fault codes) as in SPEC.md and the golden "
+        "vectors, instead of physical units",
+    )
     ap.add_argument("--count", type=int, help="stop after this many frames or errors")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     return ap
@@ -274,11 +317,11 @@ def run(
             if emit(chunk):
                 break
             continue
-        if any(emit(describe(r, verifier)) for r in dec.feed(chunk)):
+        if any(emit(describe(r, verifier, args.raw)) for r in dec.feed(chunk)):
             break
     else:
         for r in dec.feed(b"\x00"):  # a capture that ends without its last delimiter
-            emit(describe(r, verifier))
+            emit(describe(r, verifier, args.raw))
     return 1 if bad else 0
 
 

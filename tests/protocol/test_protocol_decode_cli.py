@@ -41,9 +41,23 @@ def test_help():
     assert r.returncode == 0 and "--serial" in r.stdout and "SPEC.md" in r.stdout
 
 
+def test_physical_units_by_default_wire_integers_with_raw(vectors):
+    tele = next(v for v in vectors["vectors"] if v["name"] == "telemetry")
+    d = _lines(cli(tele["hex"]).stdout)[0]
+    assert d["temp_c"] == [23.4, 25.1, -5.0, 71.2] and d["line_a"] == [12.34, 11.2, 10.05]
+    assert d["residual_ma"] == 123 and d["flags"] == ["prealarm"]
+    assert d["units"] == {"residual_ma": "mA", "temp_c": "degC", "line_a": "A"}
+    assert "temp_dc" not in d
+    raw = _lines(cli("--raw", tele["hex"]).stdout)[0]
+    assert raw["temp_dc"] == [234, 251, -50, 712] and "temp_c" not in raw
+    fault = next(v for v in vectors["vectors"] if v["name"] == "event_fault_untagged")
+    d = _lines(cli(fault["hex"]).stdout)[0]
+    assert d["fault"] == "open" and d["channel"] == "temp2"
+
+
 def test_hex_args_decode_every_vector_like_the_golden_file(vectors):
     vs = _wires(vectors)
-    r = cli("--key", vectors["test_key"], *[v["hex"] for v in vs])
+    r = cli("--raw", "--key", vectors["test_key"], *[v["hex"] for v in vs])
     assert r.returncode == 0, r.stderr
     out = _lines(r.stdout)
     assert len(out) == len(vs)
@@ -61,7 +75,7 @@ def test_hex_args_decode_every_vector_like_the_golden_file(vectors):
 def test_stdin_lines_bad_hex_reported_and_decoding_continues(vectors):
     tele = next(v for v in vectors["vectors"] if v["name"] == "telemetry")
     stdin = "# capture\nnot-hex\n{}\n123\n{}\n".format(tele["hex"], tele["hex"][:-2])
-    r = cli(stdin=stdin)
+    r = cli("--raw", stdin=stdin)
     assert r.returncode == 1  # some input was unreadable
     assert "Traceback" not in r.stderr and "bad hex" in r.stderr
     out = _lines(r.stdout)
@@ -79,7 +93,8 @@ def test_capture_file_split_anywhere_with_garbage(vectors, tmp_path):
     n_vec = len(vectors["vectors"])
     assert len(lines) == n_vec  # the garbage merged into the first frame: one error for both
     assert lines[0].startswith("ERROR")
-    assert any(" telemetry " in x and "status_flags=[prealarm]" in x for x in lines)
+    assert any(" telemetry " in x and "flags=[prealarm]" in x for x in lines)
+    assert any("temp_c=[23.4,25.1,-5.0,71.2]°C" in x for x in lines)
     assert sum(x.startswith("ERROR") for x in lines) == 1 + sum(
         1 for v in vectors["vectors"] if v.get("stage") == "decode"
     )
