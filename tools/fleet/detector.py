@@ -8,6 +8,11 @@ bytes, counter and tag until then), COMMANDs executed once and answered with a t
 polled RS-485 bus — exactly one answer to every frame addressed to it, owed frames first
 (SPEC §9). Its events are a scenario's timeline (tools.fleet.timeline), replayed on its own
 clock.
+
+Like the firmware (firmware/lib/app/counters.py) it obeys the gateway's `resync` (SPEC §7.4): a
+virtual detector always boots with boot count 1, so against a database that already holds its
+events from an earlier run its counter is below the gateway's marks; the gateway's `resync`
+raises its boot count above the mark and its in-flight event is sent again under a new counter.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from efd import events as ev
 from efd import names
 from protocol import frame as fr
 from protocol import messages as M
-from protocol.auth import Key, make_counter
+from protocol.auth import COUNTER_MAX, Key, make_counter
 from protocol.session import DETECTOR_REQUIRES, Peer
 from tools.fleet.timeline import Timeline
 
 BASE_RESIDUAL_MA = 90
 BASE_TEMP_DC = 300
 BASE_LINE_CA = 1250
+BOOT_MAX = 0xFFFF  # the boot count never wraps (SPEC §7.3 rule W)
 
 # Settings the virtual detector reports in CONFIG and accepts in set_config (efd/config.py
 # names, detector units). set_config takes any known id; unknown ids get bad_argument
@@ -48,7 +54,9 @@ class Sent:
     counter: int
     typ: int
     sent_at: float = 0.0
-    tries: int = 0
+    tries: int = 0  # 0: not on the wire yet (re-stamped by a resync): sent at the next chance
+    # (wire time, kind, channel, value, threshold): what a resync re-stamps (SPEC §7.4)
+    content: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
 
 @dataclass
@@ -60,6 +68,10 @@ class Stats:
     results: int = 0
     cached_results: int = 0  # RESULTs re-sent for a duplicate COMMAND (not executed again)
     rejected_downlink: int = 0
+    downlink: int = 0  # frames from the host that passed the checks (ACK, COMMAND, POLL...)
+    resyncs: int = 0  # resync commands executed (SPEC §7.4)
+    resync_failed: int = 0  # ... answered `failed`: the boot count would pass 0xFFFF
+    restamped: int = 0  # events sent again under a new counter by a resync
     # Commands executed, in order: (command counter, command name). Exactly once each.
     executed: list[tuple[int, str]] = field(default_factory=list)
     log: list[tuple[int, int, str, str, int]] = field(default_factory=list)
@@ -108,10 +120,16 @@ class VirtualDetector:
         self.auth_at: int | None = None  # wire time of the last tagged TELEMETRY
 
     def _counter(self) -> int:
-        self._n += 1
-        if self._n > 0xFFFF:  # SPEC §7.3: a new boot epoch, so the counter keeps rising
+        if self._n >= 0xFFFF:  # SPEC §7.3: a new boot epoch, so the counter keeps rising
+            if self.boot >= BOOT_MAX:  # rule W: no wrap; the last counter again (a replay)
+                return COUNTER_MAX
             self.boot += 1
-            self._n = 1
+            self._n = 0
+        self._n += 1
+        return make_counter(self.boot, self._n)
+
+    def last_counter(self) -> int:
+        """The last uplink counter used (boot count << 16 | frames since boot)."""
         return make_counter(self.boot, self._n)
 
     # -- state ---------------------------------------------------------------------------------
@@ -191,6 +209,9 @@ class VirtualDetector:
         """The event frame to send now (new or a retransmission), or None."""
         s = self.inflight
         if s is not None:
+            if s.tries == 0:  # re-stamped by a resync: its first transmission
+                s.sent_at, s.tries = now, 1
+                return s.wire
             if now - s.sent_at < self.retry_s:
                 return None
             s.sent_at = now
@@ -204,7 +225,8 @@ class VirtualDetector:
         wire = bytes(self.enc.wire[:n])
         f = fr.decode(wire)
         assert f.ok
-        self.inflight = Sent(wire, f.seq, f.crc, f.counter, M.EVENT, now, 1)
+        self.inflight = Sent(wire, f.seq, f.crc, f.counter, M.EVENT, now, 1,
+                             (now_wire, kind, ch, value, thr))  # fmt: skip
         self.stats.events += 1
         self.stats.log.append((self.device, f.counter, names.KIND_NAMES[kind],
                                names.CHANNEL_NAMES[ch], value))  # fmt: skip
@@ -219,7 +241,9 @@ class VirtualDetector:
             self.stats.rejected_downlink += f.ok is False
             return []
         err = self.host.check(f)
-        if err is not None:
+        if err is None:
+            self.stats.downlink += 1
+        else:
             if err.code != fr.E_DUPLICATE:
                 self.stats.rejected_downlink += 1
                 return []  # SPEC §7.3: no answer to no_tag, bad_tag, replay
@@ -244,7 +268,12 @@ class VirtualDetector:
             result, extra = self._command(f.fields, f.counter, now_wire)
             if self.polled:
                 self.outbox.extend(extra)  # one frame per slot: the rest at the next polls
-                return [result]
+                return [result]  # a re-stamped event goes out at the next poll (_reply)
+            s = self.inflight
+            if s is not None and s.tries == 0:  # re-stamped by a resync: send it now
+                nxt = self.uplink(now, now_wire)
+                if nxt is not None:
+                    extra = [*extra, nxt]
             return [result, *extra]
         if f.type == M.POLL:
             return [self._reply(now, now_wire)]
@@ -310,6 +339,8 @@ class VirtualDetector:
                 then = cmd
         elif cmd in ("get_config", "snapshot"):
             then = cmd
+        elif cmd == "resync":
+            status, value = self.resync(int(fields.get("mark") or 0))
         elif cmd not in ("time_sync", "reboot"):
             status = "unknown_command"
         self.stats.results += 1
@@ -322,3 +353,38 @@ class VirtualDetector:
         if then == "snapshot":
             return wire, self.snapshot_frames(now_wire)
         return wire, [self.config_frame(now_wire)] if then else []
+
+    def resync(self, mark: int) -> tuple[str, int]:
+        """SPEC §7.4, as the firmware does it (firmware/lib/app/counters.py): make every
+        counter from now on exceed the host's `mark`, and give a pending event below it a new
+        counter. -> (RESULT status, value = the boot count).
+
+        If the last counter used is below `mark`, the boot count becomes (mark >> 16) + 1 and
+        the frame count 0; past 0xFFFF nothing changes and the answer is `failed` (rule W).
+        Only the in-flight event has a counter (the queued ones get theirs when sent, above
+        the mark now): below the mark, it is encoded again with the same seq, time and
+        content under a new counter and goes out as a new frame; at or above it (the one the
+        host accepted last, its ACK lost) it keeps its counter and bytes. Only ever raises the
+        counter, so a replayed resync changes nothing."""
+        self.stats.resyncs += 1
+        if self.last_counter() < mark:
+            boot = (mark >> 16) + 1
+            if boot > BOOT_MAX:
+                self.stats.resync_failed += 1
+                return "failed", self.boot
+            self.boot, self._n = boot, 0
+        s = self.inflight
+        if s is not None and s.counter < mark:
+            t, kind, ch, value, thr = s.content
+            n = self.enc.event(t, kind, ch, value, thr, seq=s.seq)
+            wire = bytes(self.enc.wire[:n])
+            f = fr.decode(wire)
+            assert f.ok
+            self.inflight = Sent(wire, s.seq, f.crc, f.counter, M.EVENT, 0.0, 0, s.content)
+            self.stats.restamped += 1
+            log = self.stats.log  # the old copy was never stored: the log names the new one
+            for i in range(len(log) - 1, -1, -1):
+                if log[i][1] == s.counter:
+                    log[i] = (log[i][0], f.counter, *log[i][2:])
+                    break
+        return "ok", self.boot

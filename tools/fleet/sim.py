@@ -36,6 +36,7 @@ class FleetOptions:
     retry_s: float = 1.0  # event retransmission timeout
     seed: int = 1
     hello: bool = True
+    progress: float = 5.0  # seconds between progress lines on the log (0: none)
 
 
 def build(
@@ -82,6 +83,8 @@ class Fleet:
         now = time.monotonic()
         for out in d.downlink(wire, now, fr.now()):
             self.send(d.device, out)
+        if (d.queue or d.inflight is not None) and d not in self.active:
+            self.active.append(d)  # events a command raised (reset, selftest): sent too
 
     def events_step(self, now: float, wire_now: int) -> None:
         keep = []
@@ -94,6 +97,30 @@ class Fleet:
                 keep.append(d)
         self.active = keep
 
+    def counts(self) -> tuple[int, int, int]:
+        """(events sent, acknowledged, waiting: in flight or queued)."""
+        sent = sum(d.stats.events for d in self.dets)
+        acked = sum(d.stats.acked for d in self.dets)
+        waiting = sum((d.inflight is not None) + len(d.queue) for d in self.dets)
+        return sent, acked, waiting
+
+    def _progress(self, now: float, t0: float, draining: bool) -> None:
+        sent, acked, waiting = self.counts()
+        o = self.o
+        if draining:
+            phase = f"draining {now - t0 - o.duration:.0f}/{o.drain:g} s"
+        else:
+            phase = f"{now - t0:.0f}/{o.duration:g} s"
+        log.info(
+            "%s: %d telemetry frames, events %d sent, %d acknowledged, %d waiting%s",
+            phase,
+            self.sent_tel,
+            sent,
+            acked,
+            waiting,
+            f", {len(self.active)} detectors still playing" if not draining else "",
+        )
+
     async def run(self) -> None:
         o = self.o
         n = len(self.dets)
@@ -104,8 +131,13 @@ class Fleet:
                 self.send(d.device, d.hello(wire_now))
         t_end = t0 + o.duration
         rate = n / o.interval
+        next_progress = t0 + o.progress if o.progress > 0 else float("inf")
+        drain_said = False
         while True:
             now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + o.progress
+                self._progress(now, t0, now >= t_end)
             wire_now = fr.now()
             if now < t_end:
                 due = int((now - t0) * rate)
@@ -116,6 +148,13 @@ class Fleet:
             self.events_step(now, wire_now)
             if now >= t_end and not self.active:
                 break
+            if now >= t_end and not drain_said and o.progress > 0:
+                drain_said = True
+                log.info(
+                    "telemetry done; waiting up to %g s (--drain) for %d events to be acknowledged",
+                    o.drain,
+                    self.counts()[2],
+                )
             if now >= t_end + o.drain:
                 log.warning("%d detectors still have unacknowledged events", len(self.active))
                 break
@@ -129,8 +168,52 @@ class Fleet:
             len(d.queue) for d in self.dets
         )
         s["downlink_errors"] = self.errors
+        s["resyncs"] = sum(d.stats.resyncs for d in self.dets)
+        s["restamped"] = sum(d.stats.restamped for d in self.dets)
         s["event_log"] = [list(e) for d in self.dets for e in d.stats.log]
         return s
+
+    def unacked_reasons(self, where: str) -> list[str]:
+        """Why events are still unacknowledged, in plain words: one line per cause, naming
+        how many detectors it concerns and a few of their ids. `where`: the gateway's address
+        as the user gave it (for the messages)."""
+        stuck = [d for d in self.dets if d.inflight is not None or d.queue]
+        groups: dict[str, list[int]] = {}
+        for d in stuck:
+            st = d.stats
+            if st.resync_failed:
+                why = (
+                    "the gateway asked them to resync (their counters are below what its "
+                    "database holds) and their boot count would pass 0xFFFF: use a fresh "
+                    "--db, or give the fleet other device ids (SPEC.md 7.4)"
+                )
+            elif st.downlink == 0 and st.rejected_downlink:
+                why = (
+                    f"every frame from {where} failed authentication: the gateway has "
+                    "other keys for these devices (another registry or --secret-file?)"
+                )
+            elif st.downlink == 0:
+                why = (
+                    f"nothing came back from {where}: is the gateway running there, and "
+                    "does its registry list these devices?"
+                )
+            elif d.inflight is not None and d.inflight.tries > 1 and st.acked == 0:
+                why = (
+                    f"{where} answered other frames but never these events: it refuses "
+                    "them (see its log, e.g. 'rejected frame (replay)': a gateway without "
+                    "resync and a database from an earlier run; use a fresh --db)"
+                )
+            else:
+                why = (
+                    "still in flight when --drain ran out: the gateway is slow or frames "
+                    "are lost; a longer --drain helps"
+                )
+            groups.setdefault(why, []).append(d.device)
+        out = []
+        for why, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            some = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            out.append(f"{len(ids)} detectors ({some}): {why}")
+        return out
 
 
 class UdpTransport:

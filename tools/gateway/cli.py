@@ -5,7 +5,9 @@
     python -m tools.gateway report --db efd.db --plan tools/gateway/data/target_plan_2020.csv
     python -m tools.gateway command --mqtt 127.0.0.1:1883 --device 100001 reset --channel all
 
-User mistakes (a missing file, a bad address, an unknown table) print one line and exit 2.
+User mistakes (a missing file, a bad address, an unknown table) and a gateway that cannot start
+(a busy port, a database it cannot open) print one line and exit 2, never a traceback. Device
+ids are decimal or hex (0xBEEF), as in every tool.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from pathlib import Path
 
 from protocol.host import parse_settings
 from tools.gateway import query as Q
-from tools.gateway.registry import PLAN_2020, RegistryError, load_plan, load_registry
+from tools.gateway.registry import (
+    PLAN_2020,
+    RegistryError,
+    load_plan,
+    load_registry,
+    parse_device_id,
+)
 
 EXIT_USAGE = 2
 
@@ -51,6 +59,14 @@ def serial_spec(text: str) -> tuple[str, int]:
         return port, int(baud)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected PORT or PORT@BAUD") from None
+
+
+def device_id(text: str) -> int:
+    """argparse type: a device id, decimal or hex (0xBEEF), like the registry and every tool."""
+    try:
+        return parse_device_id(text)
+    except RegistryError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def id_list(text: str) -> list[int]:
@@ -196,16 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--ready-file", help="write a JSON line here once listening")
-    r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    q = sub.add_parser("query", help="query the database")
+    q = sub.add_parser(
+        "query",
+        help="query the database",
+        description="Query the gateway database (opened read-only: safe beside a running "
+        "gateway). alarms: channels in alarm, pre-alarm or fault, from events and, labelled "
+        "source=telemetry, from authenticated telemetry status bits no event explains.",
+    )
     q.add_argument(
-        "what", choices=["alarms", "events", "commands", "devices", "offline", "counters", "export"]
+        "what",
+        choices=["alarms", "events", "commands", "devices", "offline", "counters", "export"],
+        help="what to list: alarms (current state), events, commands (requests and their "
+        "outcome), devices, offline (never heard or silent), counters, export TABLE (CSV)",
     )
     q.add_argument("table", nargs="?", help="for export: " + ", ".join(Q.EXPORTS))
-    q.add_argument("--db", default="efd-gateway.db")
+    q.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
     q.add_argument("--since", help="time: unix s, age (15m, 2h, 7d) or ISO 8601")
-    q.add_argument("--device", type=int)
+    q.add_argument("--device", type=device_id, metavar="ID", help="one device (decimal or 0xHEX)")
     q.add_argument("--kind", help="event kind (alarm, prealarm, fault, ...)")
     q.add_argument(
         "--status", help="commands: queued, sent, done, timeout or abandoned (default: all)"
@@ -217,24 +242,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=Q.OFFLINE_AFTER_S,
         help="seconds without a frame before a device is offline (default 300)",
     )
-    q.add_argument("--limit", type=int)
+    q.add_argument("--limit", type=int, help="at most this many rows (events, commands)")
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
     fmt.add_argument("--json", action="store_true", help="JSON lines on stdout")
     q.add_argument("-o", "--out", help="write to this file instead of stdout")
 
     rp = sub.add_parser("report", help="installed / online / in-alarm per unit vs a plan")
-    rp.add_argument("--db", default="efd-gateway.db")
+    rp.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
     rp.add_argument("--plan", default=str(PLAN_2020), help="plan CSV (default: the 2020 plan)")
-    rp.add_argument("--offline-after", type=float, default=Q.OFFLINE_AFTER_S)
-    rp.add_argument("--csv", action="store_true")
-    rp.add_argument("-o", "--out")
+    rp.add_argument(
+        "--offline-after",
+        type=float,
+        default=Q.OFFLINE_AFTER_S,
+        help="seconds without an authenticated frame before a device is offline (default 300)",
+    )
+    rp.add_argument("--csv", action="store_true", help="CSV on stdout")
+    rp.add_argument("-o", "--out", help="write to this file instead of stdout")
 
     c = sub.add_parser("command", help="ask the gateways (over MQTT) to send a command")
-    c.add_argument("--mqtt", type=host_port, required=True, metavar="HOST:PORT")
+    c.add_argument(
+        "--mqtt",
+        type=host_port,
+        required=True,
+        metavar="HOST:PORT",
+        help="the MQTT broker the gateways use",
+    )
     add_mqtt_auth(c)
-    c.add_argument("--prefix", default="efd")
-    c.add_argument("--device", type=int, required=True)
+    c.add_argument(
+        "--prefix", default="efd", help="MQTT topic prefix of the gateways (default: %(default)s)"
+    )
+    c.add_argument(
+        "--device", type=device_id, required=True, metavar="ID", help="device id (decimal or 0xHEX)"
+    )
     c.add_argument(
         "name",
         choices=[
@@ -246,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
             "reboot",
             "get_config",
         ],
+        help="the command (SPEC.md 5.9)",
     )
     c.add_argument("--channel", default="all", help="reset: channel name or 'all'")
     c.add_argument(
@@ -255,8 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="set_config: a parameter (repeatable)",
     )
-    c.add_argument("--snap-id", type=int, default=0)
-    c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument(
+        "--snap-id", type=int, default=0, help="snapshot: which one (default 0: the latest)"
+    )
+    c.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the broker and for a gateway's answer (default: %(default)s)",
+    )
     return ap
 
 
@@ -351,7 +399,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tools.gateway.server import Options, serve
+    from tools.gateway.server import Options, StartError, serve
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -391,7 +439,10 @@ def cmd_run(args) -> int:
         duration=args.duration,
         ready_file=args.ready_file,
     )
-    asyncio.run(serve(opts))
+    try:
+        asyncio.run(serve(opts))
+    except StartError as e:  # a busy port, a database it cannot open: nothing was started
+        raise UsageError(str(e)) from None
     return 0
 
 

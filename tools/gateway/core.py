@@ -457,14 +457,17 @@ class Gateway:
         boot_count: int | None = None,
     ) -> None:
         """Merge into the batch's devices-table update (Store.flush's `seen`). now=None (an
-        unauthenticated frame): last_seen, transport and address stay as they are."""
-        prev = self._seen.get(device) or (None, None, None, None, None, None)
+        unauthenticated frame): last_seen, transport and address stay as they are. A status
+        with a time is an authenticated TELEMETRY's: kept apart as well (query.py's alarms
+        "from telemetry" trust only those)."""
+        prev = self._seen.get(device) or (None, None, None, None, None, None, None)
         where = prev[:3] if now is None else (now, link.name, _addr(addr))
         self._seen[device] = (
             *where,
             prev[3] if status is None else status,
             prev[4] if fw is None else fw,
             prev[5] if boot_count is None else boot_count,
+            (status, now) if status is not None and now is not None else prev[6],
         )
 
     def _maybe_duplicate(self, st: _Dev, f: fr.Frame, link: Link, addr: Any, err) -> None:
@@ -682,6 +685,7 @@ class Gateway:
                 f"device {device}: host counter exhausted, re-provision it with a new key"
             )
         try:
+            M.check_command(fields)  # set_config: the detector's own ranges (protocol/host.py)
             M.pack(M.COMMAND, fields, bytearray(256), 0)  # validate now, encode when sent
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"bad command {fields!r}: {e}") from None

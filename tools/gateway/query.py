@@ -1,6 +1,13 @@
 """Read-side of the gateway database: alarm state, events, device liveness, CSV export, and
 the fleet report against a target plan. Opens the database read-only; safe beside a running
-gateway (WAL)."""
+gateway (WAL).
+
+Alarm state comes from the stored events (`alarm_state`, source "event") and, where no event
+explains it, from the status bits of the detector's latest *authenticated* TELEMETRY (source
+"telemetry"): an alarm latched before the gateway first heard the detector (or whose event
+is still on its way) shows in the telemetry's bits 0-8 though no ALARM event was stored. An
+untagged TELEMETRY is information only (anyone can send one) and never raises an alarm here.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,14 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
+from efd.names import CHANNEL_NAMES
 from tools.gateway.registry import PlanUnit
 
 OFFLINE_AFTER_S = 300.0  # a detector reports at least every minute; 5 missed reports = offline
+# TELEMETRY status bits (protocol.messages, SPEC.md 5): bits 0-8 an alarm latched on that
+# channel, ST_FAULT some sensor fault active (which one the frame does not say).
+ST_ALARMS = (1 << len(CHANNEL_NAMES)) - 1
+ST_FAULT = 0x0400
 
 
 class QueryError(Exception):
@@ -51,13 +63,68 @@ def iso(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
+    """{(device, channel): when}: alarms and faults that the status bits of a device's latest
+    authenticated TELEMETRY show and no stored event explains. Channel "" is a fault (the
+    frame names no channel); `when` is that TELEMETRY's reception time.
+
+    An alarm bit is explained by the channel's state `alarm` from events, and overruled by an
+    event on that channel received after the TELEMETRY (a reset, say). The fault flag is
+    explained by any channel in `fault`, and overruled by any event of the device received
+    after the TELEMETRY. A database written before the gateway kept these bits has none."""
+    if "auth_status" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}:
+        return {}
+    devs = db.execute(
+        "SELECT device, auth_status, auth_status_at FROM devices WHERE auth_status & ? != 0",
+        (ST_ALARMS | ST_FAULT,),
+    ).fetchall()
+    if not devs:
+        return {}
+    state: dict[int, dict[str, tuple[str, float]]] = {}
+    for dev, ch, st, since in db.execute(
+        "SELECT device, channel, state, since FROM alarm_state WHERE device IN "
+        "(SELECT device FROM devices WHERE auth_status & ? != 0)",
+        (ST_ALARMS | ST_FAULT,),
+    ):
+        state.setdefault(dev, {})[ch] = (st, since)
+    out: dict[tuple[int, str], float] = {}
+    for dev, bits, at in devs:
+        chans = state.get(dev, {})
+        for i, name in enumerate(CHANNEL_NAMES):
+            if bits & (1 << i):
+                got = chans.get(name)
+                if got is None or (got[0] != "alarm" and got[1] < at):
+                    out[(dev, name)] = at
+        if bits & ST_FAULT and not any(st == "fault" or t >= at for st, t in chans.values()):
+            out[(dev, "")] = at
+    return out
+
+
 def alarms(db: sqlite3.Connection, include_normal: bool = False) -> tuple[list[str], list[tuple]]:
+    """Channels in alarm, pre-alarm or fault (with include_normal: every channel an event
+    touched), from events and, labelled source "telemetry", from the latest authenticated
+    TELEMETRY's status bits where no event explains them (from_telemetry). For those, `since`
+    is when that TELEMETRY came, value and threshold are empty, and channel "" is a fault."""
     where = "" if include_normal else "WHERE a.state != 'normal'"
     rows = db.execute(
         "SELECT a.device, d.name, d.district, d.category, a.channel, a.state, a.since, a.value, "
-        f"a.threshold FROM alarm_state a LEFT JOIN devices d USING (device) {where} "
-        "ORDER BY d.district, a.device, a.channel"
+        f"a.threshold FROM alarm_state a LEFT JOIN devices d USING (device) {where}"
     ).fetchall()
+    derived = from_telemetry(db)
+    out = [(*r[:6], iso(r[6]), *r[7:], "event") for r in rows if (r[0], r[4]) not in derived]
+    if derived:
+        tags = {
+            d: (n, dist, cat)
+            for d, n, dist, cat in db.execute(
+                "SELECT device, name, district, category FROM devices WHERE auth_status & ? != 0",
+                (ST_ALARMS | ST_FAULT,),
+            )
+        }
+        for (dev, ch), at in derived.items():
+            n, dist, cat = tags.get(dev, (None, None, None))
+            state = "alarm" if ch else "fault"
+            out.append((dev, n, dist, cat, ch, state, iso(at), None, None, "telemetry"))
+    out.sort(key=lambda r: (r[2] or "", r[0], r[4]))
     cols = [
         "device",
         "name",
@@ -68,8 +135,9 @@ def alarms(db: sqlite3.Connection, include_normal: bool = False) -> tuple[list[s
         "since",
         "value",
         "threshold",
+        "source",
     ]
-    return cols, [(*r[:6], iso(r[6]), *r[7:]) for r in rows]
+    return cols, out
 
 
 def events(
@@ -234,24 +302,29 @@ def report(
     now: float | None = None,
 ) -> tuple[list[str], list[tuple]]:
     """Per plan unit: target, installed (registered), reporting (ever heard from), online,
-    in alarm (a latched alarm on any channel), in fault, and progress against the target."""
+    in alarm (a latched alarm on any channel), in fault, and progress against the target.
+    Alarms and faults count from events and from authenticated telemetry status bits no event
+    explains (from_telemetry), as `query alarms` lists them."""
     now = time.time() if now is None else now
     per: dict[str, list[int]] = {}
+    derived = from_telemetry(db)
+    t_alarm = {d for d, ch in derived if ch}
+    t_fault = {d for d, ch in derived if not ch}
     rows = db.execute(
-        "SELECT d.district, d.last_seen, "
+        "SELECT d.device, d.district, d.last_seen, "
         "EXISTS(SELECT 1 FROM alarm_state a WHERE a.device=d.device AND a.state='alarm'), "
         "EXISTS(SELECT 1 FROM alarm_state a WHERE a.device=d.device AND a.state='fault') "
         "FROM devices d"
     )
-    for district, last, alarm, fault in rows:
+    for dev, district, last, alarm, fault in rows:
         c = per.setdefault(district or "(none)", [0, 0, 0, 0, 0])
         c[0] += 1
         if last is not None:
             c[1] += 1
             if now - last <= after:
                 c[2] += 1
-        c[3] += int(alarm)
-        c[4] += int(fault)
+        c[3] += int(bool(alarm) or dev in t_alarm)
+        c[4] += int(bool(fault) or dev in t_fault)
     out = []
     tot = [0] * 6
     for u in plan:

@@ -1,14 +1,22 @@
-"""`python -m tools.gateway run`: the asyncio service around core.Gateway."""
+"""`python -m tools.gateway run`: the asyncio service around core.Gateway.
+
+Start-up order: the listeners first (UDP sockets bound, serial ports opened), then the database,
+then the gateway. A listener that cannot start (a busy port, a missing serial device) or a
+database that cannot be opened ends the start with StartError, one line naming what failed,
+and leaves nothing behind: no database file is created for a gateway that never ran.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +27,36 @@ from tools.gateway.registry import Device
 from tools.gateway.store import Store
 
 log = logging.getLogger("efd.gateway")
+
+
+class StartError(Exception):
+    """The gateway could not start (a listener or the database): one line for the user."""
+
+
+# Plain words for the socket errors a user meets when binding.
+_BIND_HINTS = {
+    errno.EADDRINUSE: "address already in use (another gateway, or another program, is "
+    "listening there; pick another port or stop it)",
+    errno.EADDRNOTAVAIL: "not an address of this machine",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+}
+
+
+def _bind_error(what: str, e: OSError) -> StartError:
+    hint = _BIND_HINTS.get(e.errno or 0) or e.strerror or str(e)
+    return StartError(f"cannot listen on {what}: {hint}")
+
+
+def open_store(path: str, name: str) -> Store:
+    """The database, or StartError in one line (a missing directory, a file that is not a
+    gateway database, no permission)."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise StartError(f"--db {path}: directory {parent} does not exist")
+    try:
+        return Store(path, gateway=name)
+    except sqlite3.DatabaseError as e:  # OperationalError included: cannot open, locked...
+        raise StartError(f"--db {path}: cannot open the database ({e})") from None
 
 
 @dataclass
@@ -48,41 +86,68 @@ class Options:
     stats_every: float = 30.0
 
 
+def _listeners(o: Options) -> tuple[list[Any], list[Any]]:
+    """Bind the UDP sockets and open the serial ports (their gateway is attached later), or
+    close whatever was opened and raise StartError naming the address or port."""
+    from tools.gateway.transports import SerialLink, UdpLink
+
+    udp: list[Any] = []
+    serial: list[Any] = []
+    try:
+        for host, port in o.udp:
+            try:
+                udp.append(UdpLink(None, host, port))
+            except OSError as e:
+                raise _bind_error(f"UDP {host}:{port}", e) from None
+        for sport, baud in o.serial:
+            try:
+                serial.append(SerialLink(None, sport, baud, poll=o.poll,
+                                         reply_timeout=o.reply_timeout,
+                                         poll_interval=o.poll_interval))  # fmt: skip
+            except (OSError, ValueError) as e:  # serial.SerialException is an OSError
+                why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
+                raise StartError(f"cannot open serial port {sport}: {why}") from None
+    except StartError:
+        for link in udp + serial:
+            with contextlib.suppress(Exception):
+                link.close()
+        raise
+    return udp, serial
+
+
 async def serve(o: Options) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     name = o.name or f"{socket.gethostname()}-{os.getpid()}"
-    store = Store(o.db, gateway=name)
-    links: list[Any] = []
-    mqtt = None
-    publish = None
-    if o.mqtt:
-        from tools.gateway.transports import MqttLink
+    udp, serial = _listeners(o)
+    store: Store | None = None
+    try:
+        store = open_store(o.db, name)
+        mqtt = None
+        publish = None
+        if o.mqtt:
+            from tools.gateway.transports import MqttLink
 
-        # The link exists before the gateway (which publishes through it); start() comes after.
-        mqtt = MqttLink(
-            None,
-            o.mqtt[0],
-            o.mqtt[1],
-            client_id=name,
-            prefix=o.prefix,
-            share=o.share,
-            ingest=o.mqtt_ingest,
-            username=o.mqtt_user,
-            password=o.mqtt_password,
-        )
-        publish = mqtt.publish
-    gw = Gateway(
-        o.devices,
-        store,
-        name=name,
-        publish=publish,
-        topic_prefix=o.prefix,
-        republish_telemetry=o.republish_telemetry,
-        batch=o.batch,
-        cmd_retry=o.command_retry,
-        cmd_retry_max=o.command_retry_max,
-        cmd_tries=o.command_tries,
-    )
+            # The link exists before the gateway (which publishes through it); start() after.
+            mqtt = MqttLink(None, o.mqtt[0], o.mqtt[1], client_id=name, prefix=o.prefix,
+                            share=o.share, ingest=o.mqtt_ingest, username=o.mqtt_user,
+                            password=o.mqtt_password)  # fmt: skip
+            publish = mqtt.publish
+        try:
+            gw = Gateway(o.devices, store, name=name, publish=publish, topic_prefix=o.prefix,
+                         republish_telemetry=o.republish_telemetry, batch=o.batch,
+                         cmd_retry=o.command_retry, cmd_retry_max=o.command_retry_max,
+                         cmd_tries=o.command_tries)  # fmt: skip
+        except sqlite3.DatabaseError as e:  # a locked or damaged database
+            raise StartError(f"--db {o.db}: cannot use the database ({e})") from None
+    except BaseException:
+        for link in udp + serial:
+            with contextlib.suppress(Exception):
+                link.close()
+        if store is not None:
+            store.close()
+        raise
+    assert store is not None
+    links: list[Any] = []
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -93,31 +158,20 @@ async def serve(o: Options) -> dict[str, int]:
             gw.default_link = mqtt
             mqtt.start(loop)
             links.append(mqtt)
-        for host, port in o.udp:
-            from tools.gateway.transports import UdpLink
-
-            u = UdpLink(gw, host, port)
+        for u in udp:
+            u.gw = gw
             u.start(loop)
             links.append(u)
             log.info("udp listening on %s:%d", *u.address)
-        for sport, baud in o.serial:
-            from tools.gateway.transports import SerialLink
-
-            s = SerialLink(
-                gw,
-                sport,
-                baud,
-                poll=o.poll,
-                reply_timeout=o.reply_timeout,
-                poll_interval=o.poll_interval,
-                flush_request=gw.flush,
-            )
+        for s in serial:
+            s.gw = gw
+            s.flush_request = gw.flush
             s.start(loop)
             links.append(s)
             log.info(
                 "serial %s at %d baud%s",
-                sport,
-                baud,
+                s.port,
+                s.ser.baudrate,
                 f", polling {len(o.poll)} devices" if o.poll else "",
             )
         if mqtt is not None:

@@ -1,7 +1,9 @@
 """SQLite storage: WAL journal, one transaction per batch.
 
 Tables (docs/gateway.md has the full description):
-  devices      one row per registered device: registry tags, last seen, last status
+  devices      one row per registered device: registry tags, last seen, last status (any
+               TELEMETRY), and the status of the last authenticated TELEMETRY with its time
+               (auth_status, auth_status_at: query.py's alarms "from telemetry")
   telemetry    one row per TELEMETRY frame (values in the detector's integer units)
   events       one row per EVENT, UNIQUE(device, counter): the authenticated counter is the
                natural key, so a retransmission can never be stored twice, whichever gateway
@@ -47,7 +49,9 @@ CREATE TABLE IF NOT EXISTS devices (
     address     TEXT,
     status      INTEGER,
     fw          TEXT,
-    boot_count  INTEGER
+    boot_count  INTEGER,
+    auth_status INTEGER,  -- status bits of the latest authenticated TELEMETRY
+    auth_status_at REAL   -- when it was received (Unix s)
 );
 CREATE TABLE IF NOT EXISTS telemetry (
     id          INTEGER PRIMARY KEY,
@@ -221,8 +225,19 @@ def connect(
         db.execute(f"PRAGMA synchronous={_sync_level(synchronous)}")
         db.executescript(SCHEMA)
         _add_requested_by(db)
+        _add_auth_status(db)
     db.execute("PRAGMA busy_timeout=30000")
     return db
+
+
+def _add_auth_status(db: sqlite3.Connection) -> None:
+    """A database made before devices.auth_status existed gets the columns (NULL: no
+    authenticated TELEMETRY stored since)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(devices)")}
+    for col, typ in (("auth_status", "INTEGER"), ("auth_status_at", "REAL")):
+        if col not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # a sibling added it meanwhile
+                db.execute(f"ALTER TABLE devices ADD COLUMN {col} {typ}")
 
 
 def _add_requested_by(db: sqlite3.Connection) -> None:
@@ -334,7 +349,8 @@ class Store:
         snapshots: list[tuple] | None = None,
     ) -> list[bool]:
         """Write one batch. events rows follow _INS_EV's columns. seen: device ->
-        (last_seen, transport, address, status or None, fw or None, boot_count or None);
+        (last_seen, transport, address, status or None, fw or None, boot_count or None[,
+        (status, rx) of the batch's last authenticated TELEMETRY or None]);
         last_seen None (nothing authenticated in this batch) leaves the first three as they are.
         commands: rows for _UPS_CMD (requests created or changed since the last batch);
         configs, snapshots: rows for _INS_CFG, _INS_SNAP.
@@ -374,8 +390,18 @@ class Store:
                     "transport=CASE WHEN ?1 IS NULL THEN transport ELSE ?2 END, "
                     "address=CASE WHEN ?1 IS NULL THEN address ELSE ?3 END, "
                     "status=COALESCE(?4, status), fw=COALESCE(?5, fw), "
-                    "boot_count=COALESCE(?6, boot_count) WHERE device=?7",
-                    [(*s[:6], d) for d, s in seen.items()],
+                    "boot_count=COALESCE(?6, boot_count), "
+                    # The latest authenticated status only moves forward in time (a sibling
+                    # instance sharing the file may commit an older one after a newer one).
+                    "auth_status=CASE WHEN ?9 > COALESCE(auth_status_at, 0) THEN ?8 "
+                    "ELSE auth_status END, "
+                    "auth_status_at=CASE WHEN ?9 > COALESCE(auth_status_at, 0) THEN ?9 "
+                    "ELSE auth_status_at END "
+                    "WHERE device=?7",
+                    [
+                        (*s[:6], d, *(s[6] if len(s) > 6 and s[6] else (None, None)))
+                        for d, s in seen.items()
+                    ],
                 )
             if counters:
                 db.executemany(

@@ -38,9 +38,11 @@ def split_frames(data: bytes) -> list[bytes]:
 
 class UdpLink:
     """Non-blocking UDP socket drained in bursts from the loop's reader callback: one epoll
-    wake-up serves up to RECV_BURST datagrams (asyncio's DatagramProtocol wakes per datagram)."""
+    wake-up serves up to RECV_BURST datagrams (asyncio's DatagramProtocol wakes per datagram).
+    The socket is bound here (OSError if the address is busy); `gw` may be attached later,
+    before start() (the service binds before it opens the database)."""
 
-    def __init__(self, gw: Gateway, host: str, port: int):
+    def __init__(self, gw: Gateway | None, host: str, port: int):
         self.gw = gw
         self.name = "udp"
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,7 +63,9 @@ class UdpLink:
         Datagrams are read whole (UDP_MAX): a concentrator's batch is never truncated.
         Gateway.handle() never raises."""
         recv = self.sock.recvfrom
-        handle = self.gw.handle
+        gw = self.gw
+        assert gw is not None
+        handle = gw.handle
         frames = 0
         for _ in range(RECV_BURST):
             try:
@@ -69,7 +73,7 @@ class UdpLink:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ICMP errors from an earlier send: not fatal
-                self.gw.count("udp_error")
+                gw.count("udp_error")
                 log.debug("udp recv: %s", e)
                 continue
             if data.count(0) <= 1:
@@ -265,11 +269,13 @@ class SerialLink:
     detector at a time with POLL; a detector answers only when polled, with its oldest
     unacknowledged event or else its telemetry, and sets ST_PENDING while more events wait.
     ACKs and commands queued by the gateway go out at the start of the next bus slot; a
-    command unanswered is retransmitted once per poll cycle (command_retry)."""
+    command unanswered is retransmitted once per poll cycle (command_retry). The port is
+    opened here (serial.SerialException, an OSError, if it cannot be); `gw` may be attached
+    later, before start()."""
 
     def __init__(
         self,
-        gw: Gateway,
+        gw: Gateway | None,
         port: str,
         baud: int = 115200,
         poll: list[int] | None = None,
@@ -317,6 +323,7 @@ class SerialLink:
 
     def _dispatch(self, results: list) -> list:
         if results and self.loop is not None:
+            assert self.gw is not None
             for r in results:
                 self.loop.call_soon_threadsafe(self.gw.result, r, self, self.port)
         return results
@@ -368,7 +375,7 @@ class SerialLink:
         return got
 
     def gw_count(self, name: str) -> None:
-        if self.loop is not None:
+        if self.loop is not None and self.gw is not None:
             self.loop.call_soon_threadsafe(self.gw.count, name)
 
     @staticmethod
@@ -411,6 +418,7 @@ class SerialLink:
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(2)
+        if self.thread.is_alive():  # not started when the service could not start
+            self.thread.join(2)
         with contextlib.suppress(Exception):
             self.ser.close()
