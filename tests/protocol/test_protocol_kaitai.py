@@ -206,7 +206,8 @@ def test_kaitai_rejects_exactly_what_the_codec_rejects(EfdFrame, vectors, data):
 def test_channel_all_only_in_a_reset_command(EfdFrame, vectors):
     # 0xFF is "all" in the reset command's target only; anywhere else it is no channel (SPEC
     # 5.9, 10a): an EVENT naming channel 255 shows the number, as the codec does.
-    raw = bytearray(cobs.decode(bytes.fromhex(_vector(vectors, "event_fault_untagged")["hex"])[:-1]))
+    fault = _vector(vectors, "event_fault_untagged")
+    raw = bytearray(cobs.decode(bytes.fromhex(fault["hex"])[:-1]))
     raw[11] = 0xFF
     c = binascii.crc_hqx(bytes(raw[:-2]), 0xFFFF)
     raw[-2:] = bytes([c & 0xFF, c >> 8])
