@@ -82,9 +82,9 @@ def test_lost_state_then_new_key(tmp_path):
     gw = gateway(db, KEY)
     link = PtyLink(gw, v.state["link"])
     try:
-        assert link.pump(15, lambda: gw.devs[DEVICE].link is not None), "no authenticated frame"
+        assert link.pump(60, lambda: gw.devs[DEVICE].link is not None), "no authenticated frame"
         v.ctl("res", "420")  # leakage above the set value: pre-alarm, then alarm
-        assert link.pump(20, lambda: len(stored_events(gw)) >= 2), stored_events(gw)
+        assert link.pump(60, lambda: len(stored_events(gw)) >= 2), stored_events(gw)
         before = stored_events(gw)
         mark = max(c for c, *_ in before)
 
@@ -95,7 +95,7 @@ def test_lost_state_then_new_key(tmp_path):
         v = boot(tmp_path)
         link = PtyLink(gw, v.state["link"])
         v.ctl("res", "420")  # the condition is still there: detected again after boot
-        assert link.pump(30, lambda: len(stored_events(gw)) > len(before)), (
+        assert link.pump(60, lambda: len(stored_events(gw)) > len(before)), (
             gw.stats,
             stored_events(gw),
         )
@@ -105,7 +105,7 @@ def test_lost_state_then_new_key(tmp_path):
         assert len({c for c, *_ in stored_events(gw)}) == len(stored_events(gw))  # once each
         # Commands are locked: the downlink mark was lost with the state.
         c = gw.command(DEVICE, {"cmd": "reset", "channel": "all"}, "op")
-        assert link.pump(15, lambda: c.status == "done"), c.to_dict()
+        assert link.pump(60, lambda: c.status == "done"), c.to_dict()
         assert c.result == "locked"
         assert gw.stats.get("command_locked") == 1
 
@@ -116,15 +116,15 @@ def test_lost_state_then_new_key(tmp_path):
         v = boot(tmp_path, "--key", NEW_KEY.hex())
         gw = gateway(db, NEW_KEY)
         link = PtyLink(gw, v.state["link"])
-        assert link.pump(20, lambda: gw.devs[DEVICE].link is not None), gw.stats
+        assert link.pump(60, lambda: gw.devs[DEVICE].link is not None), gw.stats
         v.ctl("res", "40")
         assert link.pump(5) and len(stored_events(gw)) >= 1
         c = gw.command(DEVICE, {"cmd": "reset", "channel": "all"}, "op")
-        assert link.pump(15, lambda: c.status == "done"), c.to_dict()
+        assert link.pump(60, lambda: c.status == "done"), c.to_dict()
         assert c.result == "ok", c.to_dict()  # acted on: no longer locked
         n = len(stored_events(gw))
         v.ctl("res", "420")
-        assert link.pump(20, lambda: len(stored_events(gw)) >= n + 2), gw.stats
+        assert link.pump(60, lambda: len(stored_events(gw)) >= n + 2), gw.stats
         counters = [c for c, *_ in stored_events(gw)]
         assert len(set(counters)) == len(counters)
     finally:
