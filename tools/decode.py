@@ -122,10 +122,11 @@ def pretty_line(d: dict[str, Any]) -> str:
     units = d.get("units")
 
     def unit(k: str) -> str:  # physical output: each value followed by its unit
+        u = ""
         if isinstance(units, dict):
-            u = units.get(k, "")
-        else:
-            u = units if units and k in ("value", "threshold", "samples") else ""
+            u = str(units.get(k) or "")
+        elif units and k in ("value", "threshold", "samples"):
+            u = str(units)
         return {"degC": "°C", "degC/min": "°C/min"}.get(u, u)
 
     body = " ".join(k + "=" + _fmt_value(v) + unit(k) for k, v in d.items() if k not in skip)

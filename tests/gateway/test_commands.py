@@ -341,8 +341,9 @@ def test_config_and_snapshot_frames_are_stored(tmp_path):
             gw.command(7, {"cmd": "snapshot", "snap_id": 0}),
             gw.command(7, {"cmd": "snapshot", "snap_id": 0})]  # fmt: skip
     run(gw, wire, lambda: all(c.status == "done" for c in cmds))
+    # A snapshot's RESULT value is the snap_id whose chunks follow (SPEC.md 5.4).
     assert [(c.result, c.value) for c in cmds] == [("ok", 0), ("bad_argument", 99),
-                                                   ("ok", 0), ("ok", 0)]  # fmt: skip
+                                                   ("ok", 1), ("ok", 2)]  # fmt: skip
     cfg = db_rows(st, "SELECT device, counter, params FROM configs")
     assert len(cfg) == 1 and cfg[0][0] == 7 and cfg[0][1] is not None  # tagged CONFIG
     assert ["leak_set_ma", 500] in json.loads(cfg[0][2])  # the bad set_config changed nothing

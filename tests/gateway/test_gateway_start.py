@@ -180,8 +180,18 @@ def test_old_database_still_queries(tmp_path):
     r = run_cli("tools.gateway", "query", "alarms", "--db", str(db), "--csv")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
+        "device,name,district,category,channel,state,since,value,threshold,units,fault,source"
+    ]
+    r = run_cli("tools.gateway", "query", "alarms", "--db", str(db), "--csv", "--raw")
+    assert r.stdout.splitlines() == [
         "device,name,district,category,channel,state,since,value,threshold,source"
     ]
+    r = run_cli("tools.gateway", "query", "export", "alarms", "--db", str(db), "--json")
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stderr  # no views yet: still exports
     Store(db, "x").close()
-    cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(devices)")}
+    con = sqlite3.connect(db)
+    cols = {r[1] for r in con.execute("PRAGMA table_info(devices)")}
     assert {"auth_status", "auth_status_at"} <= cols
+    assert "kind" in {r[1] for r in con.execute("PRAGMA table_info(alarm_state)")}
+    views = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
+    assert {"telemetry_si", "events_si", "alarm_state_si"} <= views

@@ -13,18 +13,27 @@ Like the firmware (firmware/lib/app/counters.py) it obeys the gateway's `resync`
 virtual detector always boots with boot count 1, so against a database that already holds its
 events from an earlier run its counter is below the gateway's marks; the gateway's `resync`
 raises its boot count above the mark and its in-flight event is sent again under a new counter.
+
+And like the firmware it follows SPEC.md for what it says about itself: a HELLO after every
+boot (the first, and each `reboot` command's: RESULT, then a new boot count and its HELLO),
+a `selftest` EVENT on channel residual with value 1 (pass) for the `selftest` command (§2,
+§5.9), and a HELLO / CONFIG `config_hash` computed over its canonical config (§5.1): every
+setting of efd.config, as app.settings.config_hash does on the detector.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from efd import config, names
 from efd import events as ev
-from efd import names
 from protocol import frame as fr
+from protocol import host
 from protocol import messages as M
 from protocol.auth import COUNTER_MAX, Key, make_counter
 from protocol.session import DETECTOR_REQUIRES, Peer
@@ -35,11 +44,31 @@ BASE_TEMP_DC = 300
 BASE_LINE_CA = 1250
 BOOT_MAX = 0xFFFF  # the boot count never wraps (SPEC §7.3 rule W)
 
-# Settings the virtual detector reports in CONFIG and accepts in set_config (efd/config.py
-# names, detector units). set_config takes any known id; unknown ids get bad_argument
-# with value = the id.
-DEFAULT_CONFIG = {"mains_hz": 50, "leak_set_ma": 300, "leak_delay_s": 1, "temp_set_c": 70,
-                  "temp_delay_s": 5, "line_set_a": 32, "line_delay_s": 5}  # fmt: skip
+# The settings a virtual detector runs with are every one of efd.config (names, detector units,
+# its defaults updated with VirtualDetector(settings=...)), so its CONFIG carries every parameter
+# and its config_hash is the canonical one (SPEC.md §5.1). set_config checks them as the
+# firmware does (efd.config, all or none); an unknown id or a value out of range gets
+# bad_argument with value = the parameter id.
+
+
+def config_hash(params: Iterable[tuple[str, int] | list]) -> int:
+    """SPEC.md §5.1: the first 4 bytes (LE u32) of SHA-256 over the canonical config, each
+    parameter as (u8 id, i32 value) little-endian in ascending id order. params: (name, value)
+    pairs, names as protocol.host.PARAMS (the SPEC §5.5 ids) or pN for a raw id; for the hash
+    to be the detector's they must be every setting it knows."""
+    packed = sorted((_param_id(n), v) for n, v in params)
+    h = hashlib.sha256(b"".join(struct.pack("<Bi", i, v) for i, v in packed))
+    return int.from_bytes(h.digest()[:4], "little")
+
+
+def _param_id(name: str) -> int:
+    if name in host.PARAMS and name:
+        return host.PARAMS.index(name)
+    if name[:1] == "p" and name[1:].isdigit():
+        return int(name[1:])
+    raise ValueError(f"unknown setting {name!r}")
+
+
 SNAPSHOT_CHUNKS = 2
 SNAPSHOT_SAMPLES = 16  # per chunk
 
@@ -72,6 +101,7 @@ class Stats:
     resyncs: int = 0  # resync commands executed (SPEC §7.4)
     resync_failed: int = 0  # ... answered `failed`: the boot count would pass 0xFFFF
     restamped: int = 0  # events sent again under a new counter by a resync
+    reboots: int = 0  # reboot commands executed (each followed by a HELLO)
     # Commands executed, in order: (command counter, command name). Exactly once each.
     executed: list[tuple[int, str]] = field(default_factory=list)
     log: list[tuple[int, int, str, str, int]] = field(default_factory=list)
@@ -89,6 +119,7 @@ class VirtualDetector:
         retry_s: float = 1.0,
         seed: int = 0,
         polled: bool = False,
+        settings: dict[str, int] | None = None,
     ):
         self.device = device
         self.polled = polled  # RS-485: every frame addressed to it gets exactly one reply
@@ -115,7 +146,8 @@ class VirtualDetector:
         self.stats = Stats()
         self.outbox: deque[bytes] = deque()  # owed frames (CONFIG, SNAPSHOT): sent first
         self.last_result: tuple[int, bytes] | None = None  # (command counter, RESULT wire)
-        self.config = dict(DEFAULT_CONFIG)
+        self.config = config.make(settings)  # every setting: SPEC §5.1's canonical config
+        self.reset_cause = "power_on"  # of the current boot, for its HELLO
         self.snap_id = 0
         self.auth_at: int | None = None  # wire time of the last tagged TELEMETRY
 
@@ -158,7 +190,7 @@ class VirtualDetector:
             self.fault |= bit
         elif kind == ev.FAULT_CLEAR:
             self.fault &= ~bit
-        if ch < len(self.values) and kind not in (ev.FAULT, ev.FAULT_CLEAR, ev.ROR):
+        if ch < len(self.values) and kind not in (ev.FAULT, ev.FAULT_CLEAR, ev.ROR, ev.SELFTEST):
             self.values[ch] = value
 
     def due(self, now: float) -> None:
@@ -199,11 +231,35 @@ class VirtualDetector:
         return bytes(self.enc.wire[:n])
 
     def hello(self, now_wire: int) -> bytes:
+        """The HELLO of the current boot (SPEC.md §5.1): sent once after every boot."""
         return self.enc.message(
             M.HELLO, now_wire,
-            {"fw": [0, 1, 0], "reset_cause": "power_on", "boot_count": self.boot,
-             "config_hash": 0, "host_counter": self.host.marks[0]}, auth=True,
+            {"fw": [0, 1, 0], "reset_cause": self.reset_cause, "boot_count": self.boot,
+             "config_hash": self.config_hash(), "host_counter": self.host.marks[0]}, auth=True,
         )  # fmt: skip
+
+    def params(self) -> list[list]:
+        """Every setting as [name, value] in ascending parameter id order (the CONFIG's)."""
+        return [[k, self.config[k]] for k in sorted(self.config, key=_param_id)]
+
+    def config_hash(self) -> int:
+        return config_hash(self.params())
+
+    def reboot(self, now_wire: int) -> bytes:
+        """A simulated reboot (the `reboot` command; SPEC.md §5.9: RESULT, then reboot, then a
+        HELLO): a new boot count, as the firmware's app.boot does (rule W: never past 0xFFFF),
+        frames since boot 0, the first TELEMETRY tagged again. What the firmware keeps on flash
+        stays: settings, latched alarms, the events not yet acknowledged (the one in flight is
+        retransmitted with the same bytes, SPEC §8), the downlink mark. Returns the HELLO."""
+        if self.boot >= BOOT_MAX:
+            self.boot, self._n = BOOT_MAX, 0xFFFF  # app.boot: the counter space stays used up
+        else:
+            self.boot += 1
+            self._n = 0
+        self.reset_cause = "soft"  # machine.reset()
+        self.auth_at = None
+        self.stats.reboots += 1
+        return self.hello(now_wire)
 
     def uplink(self, now: float, now_wire: int) -> bytes | None:
         """The event frame to send now (new or a retransmission), or None."""
@@ -290,12 +346,11 @@ class VirtualDetector:
         return nxt if nxt is not None else self.telemetry(now_wire)
 
     def config_frame(self, now_wire: int) -> bytes:
-        params = [[k, self.config[k]] for k in sorted(self.config, key=M.PARAMS.index)]
-        h = hashlib.sha256(repr(params).encode()).digest()
+        """CONFIG (SPEC.md §5.5): every setting, and their hash (§5.1, as in HELLO)."""
+        params = self.params()
         return self.enc.message(
-            M.CONFIG, now_wire,
-            {"config_hash": int.from_bytes(h[:4], "little"), "params": params}, auth=True,
-        )  # fmt: skip
+            M.CONFIG, now_wire, {"config_hash": config_hash(params), "params": params}, auth=True
+        )
 
     def snapshot_frames(self, now_wire: int) -> list[bytes]:
         self.snap_id = self.snap_id % 0xFFFF + 1
@@ -325,23 +380,26 @@ class VirtualDetector:
                 if self.latched & (1 << c):
                     self.raise_event(ev.RESET, c, self.values[c], 0)
         elif cmd == "selftest":
-            value = 1  # pass
+            # It passes: RESULT value 1 and the selftest EVENT (SPEC §2: channel residual, the
+            # test current's path; value 1 pass / 0 fail, threshold 0), as app.run sends them.
+            value = 1
             self.raise_event(ev.SELFTEST, ev.RESIDUAL, 1, 0)
         elif cmd == "set_config":
-            params = fields.get("params") or []
-            bad = [n for n, _v in params if not n or n not in M.PARAMS]
-            if bad:  # all or none (SPEC §5.9); unknown ids arrive as "p<id>"
-                status = "bad_argument"
-                value = int(bad[0][1:]) if bad[0][1:].isdigit() else 0
-            else:
-                for n, v in params:
-                    self.config[n] = v
+            bad = self._set_config(fields.get("params") or [])
+            if bad is None:
                 then = cmd
-        elif cmd in ("get_config", "snapshot"):
+            else:
+                status, value = "bad_argument", bad
+        elif cmd == "get_config":
             then = cmd
+        elif cmd == "snapshot":
+            then = cmd
+            value = self.snap_id % 0xFFFF + 1  # SPEC §5.4: the snap_id whose chunks follow
+        elif cmd == "reboot":
+            then = cmd  # after the RESULT: the reboot, and the new boot's HELLO
         elif cmd == "resync":
             status, value = self.resync(int(fields.get("mark") or 0))
-        elif cmd not in ("time_sync", "reboot"):
+        elif cmd != "time_sync":
             status = "unknown_command"
         self.stats.results += 1
         wire = self.enc.message(
@@ -352,7 +410,23 @@ class VirtualDetector:
         self.last_result = (counter, wire)
         if then == "snapshot":
             return wire, self.snapshot_frames(now_wire)
+        if then == "reboot":
+            return wire, [self.reboot(now_wire)]
         return wire, [self.config_frame(now_wire)] if then else []
+
+    def _set_config(self, params: list) -> int | None:
+        """Apply set_config's params all or none (SPEC §5.9), checked by efd.config like the
+        firmware's app.settings.validate_update. -> None, or the first bad parameter id."""
+        new = dict(self.config)
+        for name, v in params:
+            if not isinstance(name, str) or name not in config.DEFAULTS:
+                return _bad_id(name)
+            new[name] = v
+        try:
+            self.config = config.make(new)
+        except config.ConfigError as e:
+            return _bad_id(e.key)
+        return None
 
     def resync(self, mark: int) -> tuple[str, int]:
         """SPEC §7.4, as the firmware does it (firmware/lib/app/counters.py): make every
@@ -388,3 +462,13 @@ class VirtualDetector:
                     log[i] = (log[i][0], f.counter, *log[i][2:])
                     break
         return "ok", self.boot
+
+
+def _bad_id(name: object) -> int:
+    """set_config's bad_argument value: the parameter id (pN: N; unknown: 0)."""
+    if isinstance(name, str):
+        try:
+            return _param_id(name)
+        except ValueError:
+            pass
+    return 0

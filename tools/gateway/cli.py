@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="republish events/state only (telemetry JSON is the bulk)",
     )
+    r.add_argument(
+        "--raw-json",
+        action="store_true",
+        help="republish the wire's integers (0.1 degC, 0.01 A, fault codes, as the frame "
+        "carries them) instead of physical units with a `units` field",
+    )
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--ready-file", help="write a JSON line here once listening")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -219,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="query the database",
         description="Query the gateway database (opened read-only: safe beside a running "
         "gateway). alarms: channels in alarm, pre-alarm or fault, from events and, labelled "
-        "source=telemetry, from authenticated telemetry status bits no event explains.",
+        "source=telemetry, from authenticated telemetry status bits no event explains. Values "
+        "are in physical units (degC, A, mA, fault and status-bit names) with their `units`; "
+        "--raw gives the stored wire integers.",
     )
     q.add_argument(
         "what",
@@ -243,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without a frame before a device is offline (default 300)",
     )
     q.add_argument("--limit", type=int, help="at most this many rows (events, commands)")
+    q.add_argument(
+        "--raw",
+        action="store_true",
+        help="the stored wire integers (0.1 degC, 0.01 A, fault codes, status bits) instead "
+        "of physical units with a `units` column",
+    )
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
     fmt.add_argument("--json", action="store_true", help="JSON lines on stdout")
@@ -351,24 +365,25 @@ def cmd_query(args) -> int:
     db = _open(args.db)
     try:
         since = Q.parse_time(args.since) if args.since else None
+        raw = args.raw
         if args.what == "alarms":
-            cols, rows = Q.alarms(db, args.all)
+            cols, rows = Q.alarms(db, args.all, raw=raw)
         elif args.what == "events":
             cols, rows = Q.events(
-                db, since if since is not None else 0.0, args.device, args.kind, args.limit
+                db, since if since is not None else 0.0, args.device, args.kind, args.limit, raw
             )
         elif args.what == "commands":
             cols, rows = Q.commands(
-                db, since if since is not None else 0.0, args.device, args.status, args.limit
+                db, since if since is not None else 0.0, args.device, args.status, args.limit, raw
             )
         elif args.what in ("devices", "offline"):
-            cols, rows = Q.devices(db, args.what == "offline", args.offline_after)
+            cols, rows = Q.devices(db, args.what == "offline", args.offline_after, raw=raw)
         elif args.what == "counters":
             cols, rows = Q.counters(db)
         else:
             if not args.table:
                 raise UsageError("export needs a table: " + ", ".join(Q.EXPORTS))
-            cols, rows = Q.export(db, args.table, since)
+            cols, rows = Q.export(db, args.table, since, raw=raw)
             if not args.json:
                 args.csv = True
     except sqlite3.DatabaseError as e:
@@ -436,6 +451,7 @@ def cmd_run(args) -> int:
         command_tries=args.command_tries,
         batch=args.batch,
         republish_telemetry=not args.no_republish_telemetry,
+        raw_json=args.raw_json,
         duration=args.duration,
         ready_file=args.ready_file,
     )

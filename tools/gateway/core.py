@@ -52,10 +52,11 @@ from typing import Any, Protocol
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
-from protocol.host import HOST_REQUIRES
+from protocol.host import HOST_REQUIRES, physical
 from protocol.session import Peer, replay_class
 from tools.gateway.registry import Device
 from tools.gateway.store import EPOCH_UNIX, Store
+from tools.gateway.units import event_physical, state_kind
 
 log = logging.getLogger("efd.gateway")
 
@@ -185,8 +186,12 @@ class Gateway:
         cmd_retry: float = CMD_RETRY_S,
         cmd_retry_max: float = CMD_RETRY_MAX_S,
         cmd_tries: int = CMD_TRIES,
+        raw_json: bool = False,
     ):
         self.name = name
+        # The JSON republished: physical units with `units` (protocol.host.physical), or with
+        # raw_json (`run --raw-json`) the wire's integers as Frame.to_dict() gives them.
+        self.raw_json = raw_json
         self.cmd_retry = cmd_retry
         self.cmd_retry_max = cmd_retry_max
         self.cmd_tries = cmd_tries
@@ -903,6 +908,11 @@ class Gateway:
         self, device: int, kind: str, f: fr.Frame, now: float, extra: dict | None = None
     ) -> None:
         d = f.to_dict()
+        if self.raw_json:
+            if kind == "telemetry":
+                d["flags"] = M.status_flags(d["status"])
+        else:  # degC, A, mA and names, with `units` (docs/gateway.md, MQTT topics)
+            d = physical(d)
         if extra:
             d.update(extra)
         # Past the checks a tag is a verified one. False: an untagged HELLO or TELEMETRY,
@@ -912,8 +922,6 @@ class Gateway:
         d["gateway"] = self.name
         if d.get("time"):
             d["time"] = d["time"] + EPOCH_UNIX
-        if kind == "telemetry":
-            d["flags"] = M.status_flags(d["status"])
         dev = self.devs[device].dev
         d["district"] = dev.district
         d["category"] = dev.category
@@ -922,13 +930,17 @@ class Gateway:
 
     def _pub_state(self, f: fr.Frame) -> None:
         rows = self.store.db.execute(
-            "SELECT channel, state, since, value, threshold FROM alarm_state WHERE device=?",
+            "SELECT channel, state, since, value, threshold, kind FROM alarm_state WHERE device=?",
             (f.device,),
         ).fetchall()
-        state = {
-            r[0]: {"state": r[1], "since": round(r[2], 3), "value": r[3], "threshold": r[4]}
-            for r in rows
-        }
+        state: dict[str, dict[str, Any]] = {}
+        for ch, st, since, value, threshold, kind in rows:
+            s: dict[str, Any] = {"state": st, "since": round(since, 3)}
+            if self.raw_json:
+                s.update(value=value, threshold=threshold)
+            else:  # as the event that set it: its unit, or a fault's name
+                s.update(event_physical(state_kind(kind, st), ch, value, threshold))
+            state[ch] = s
         payload = json.dumps({"device": f.device, "channels": state}).encode()
         assert self.publish is not None
         self.publish(f"{self.prefix}/state/{f.device}", payload, True)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import sqlite3
 import time
 from datetime import UTC, datetime
 
 from efd.names import CHANNEL_NAMES
+from tools.gateway import units
 from tools.gateway.registry import PlanUnit
+from tools.gateway.store import view_select
 
 OFFLINE_AFTER_S = 300.0  # a detector reports at least every minute; 5 missed reports = offline
 # TELEMETRY status bits (protocol.messages, SPEC.md 5): bits 0-8 an alarm latched on that
@@ -100,18 +103,44 @@ def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
     return out
 
 
-def alarms(db: sqlite3.Connection, include_normal: bool = False) -> tuple[list[str], list[tuple]]:
+def _has(db: sqlite3.Connection, table: str, col: str) -> bool:
+    return col in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _values(kind: object, channel: object, value: object, threshold: object) -> tuple:
+    """(value, threshold, units, fault) as physical() presents an event's (units.py)."""
+    if value is None:
+        return value, threshold, "", ""
+    p = units.event_physical(kind, channel, value, threshold)  # type: ignore[arg-type]
+    return p["value"], p["threshold"], p.get("units", ""), p.get("fault", "")
+
+
+def alarms(
+    db: sqlite3.Connection, include_normal: bool = False, raw: bool = False
+) -> tuple[list[str], list[tuple]]:
     """Channels in alarm, pre-alarm or fault (with include_normal: every channel an event
     touched), from events and, labelled source "telemetry", from the latest authenticated
     TELEMETRY's status bits where no event explains them (from_telemetry). For those, `since`
-    is when that TELEMETRY came, value and threshold are empty, and channel "" is a fault."""
+    is when that TELEMETRY came, value and threshold are empty, and channel "" is a fault.
+    Value and threshold in the unit of the event that set them (`units`; a fault's code
+    named under `fault`); raw: the stored integers, no units or fault columns."""
     where = "" if include_normal else "WHERE a.state != 'normal'"
+    kind = "a.kind" if _has(db, "alarm_state", "kind") else "NULL"
     rows = db.execute(
         "SELECT a.device, d.name, d.district, d.category, a.channel, a.state, a.since, a.value, "
-        f"a.threshold FROM alarm_state a LEFT JOIN devices d USING (device) {where}"
+        f"a.threshold, {kind} FROM alarm_state a LEFT JOIN devices d USING (device) {where}"
     ).fetchall()
     derived = from_telemetry(db)
-    out = [(*r[:6], iso(r[6]), *r[7:], "event") for r in rows if (r[0], r[4]) not in derived]
+    out = []
+    for r in rows:
+        if (r[0], r[4]) in derived:
+            continue
+        if raw:
+            vals: tuple = (r[7], r[8])
+        else:
+            vals = _values(units.state_kind(r[9], r[5]), r[4], r[7], r[8])
+        out.append((*r[:6], iso(r[6]), *vals, "event"))
+    empty = (None, None) if raw else (None, None, "", "")
     if derived:
         tags = {
             d: (n, dist, cat)
@@ -123,20 +152,10 @@ def alarms(db: sqlite3.Connection, include_normal: bool = False) -> tuple[list[s
         for (dev, ch), at in derived.items():
             n, dist, cat = tags.get(dev, (None, None, None))
             state = "alarm" if ch else "fault"
-            out.append((dev, n, dist, cat, ch, state, iso(at), None, None, "telemetry"))
+            out.append((dev, n, dist, cat, ch, state, iso(at), *empty, "telemetry"))
     out.sort(key=lambda r: (r[2] or "", r[0], r[4]))
-    cols = [
-        "device",
-        "name",
-        "district",
-        "category",
-        "channel",
-        "state",
-        "since",
-        "value",
-        "threshold",
-        "source",
-    ]
+    cols = ["device", "name", "district", "category", "channel", "state", "since", "value",
+            "threshold"] + ([] if raw else ["units", "fault"]) + ["source"]  # fmt: skip
     return cols, out
 
 
@@ -146,7 +165,10 @@ def events(
     device: int | None = None,
     kind: str | None = None,
     limit: int | None = None,
+    raw: bool = False,
 ) -> tuple[list[str], list[tuple]]:
+    """Events received since `since`: value and threshold in the channel's unit (`units`; a
+    rate of rise in degC/min, a fault's code named under `fault`); raw: as stored."""
     q = (
         "SELECT e.rx, e.device, d.name, d.district, e.kind, e.channel, e.value, e.threshold, "
         "e.counter, e.dev_time, e.gateway FROM events e LEFT JOIN devices d USING (device) "
@@ -162,20 +184,12 @@ def events(
     q += " ORDER BY e.rx, e.device, e.counter"
     if limit:
         q += f" LIMIT {int(limit)}"
-    cols = [
-        "rx",
-        "device",
-        "name",
-        "district",
-        "kind",
-        "channel",
-        "value",
-        "threshold",
-        "counter",
-        "dev_time",
-        "gateway",
-    ]
-    rows = [(iso(r[0]), *r[1:9], iso(r[9]), r[10]) for r in db.execute(q, args)]
+    cols = ["rx", "device", "name", "district", "kind", "channel", "value", "threshold"]
+    cols += ([] if raw else ["units", "fault"]) + ["counter", "dev_time", "gateway"]
+    rows = []
+    for r in db.execute(q, args):
+        vals = r[6:8] if raw else _values(r[4], r[5], r[6], r[7])
+        rows.append((iso(r[0]), *r[1:6], *vals, r[8], iso(r[9]), r[10]))
     return cols, rows
 
 
@@ -184,7 +198,10 @@ def devices(
     offline_only: bool = False,
     after: float = OFFLINE_AFTER_S,
     now: float | None = None,
+    raw: bool = False,
 ) -> tuple[list[str], list[tuple]]:
+    """Every registered device and whether it is online; `status` the last TELEMETRY's status
+    bits, and (not raw) `flags` the same bits by name (protocol.host.status_flags)."""
     now = time.time() if now is None else now
     rows = db.execute(
         "SELECT device, name, district, category, last_seen, transport, address, status "
@@ -196,32 +213,11 @@ def devices(
         if offline_only and online:
             continue
         age = "" if last is None else f"{now - last:.0f}"
-        out.append(
-            (
-                dev,
-                name,
-                district,
-                cat,
-                iso(last),
-                age,
-                "online" if online else "offline",
-                tr or "",
-                addr or "",
-                status if status is not None else "",
-            )
-        )
-    cols = [
-        "device",
-        "name",
-        "district",
-        "category",
-        "last_seen",
-        "age_s",
-        "link",
-        "transport",
-        "address",
-        "status",
-    ]
+        row = (dev, name, district, cat, iso(last), age, "online" if online else "offline",
+               tr or "", addr or "", status if status is not None else "")  # fmt: skip
+        out.append(row if raw else (*row, units.flags_text(status)))
+    cols = ["device", "name", "district", "category", "last_seen", "age_s", "link", "transport",
+            "address", "status"] + ([] if raw else ["flags"])  # fmt: skip
     return cols, out
 
 
@@ -231,9 +227,12 @@ def commands(
     device: int | None = None,
     status: str | None = None,
     limit: int | None = None,
+    raw: bool = False,
 ) -> tuple[list[str], list[tuple]]:
     """Command requests and what became of them: queued, sent (in flight), done (with the
-    RESULT's status and value), timeout (given up after the last try), abandoned."""
+    RESULT's status and value), timeout (given up after the last try), abandoned. Not raw:
+    `args` carries the units of set_config's settings, and `param` names the setting a
+    `bad_argument` RESULT refused (its value is the parameter id)."""
     q = (
         "SELECT c.requested, c.device, d.name, c.cmd, c.args, c.status, c.tries, c.result, "
         "c.value, c.cmd_counter, c.done, c.gateway, c.request, c.requested_by FROM commands c "
@@ -249,10 +248,27 @@ def commands(
     q += " ORDER BY c.requested, c.device"
     if limit:
         q += f" LIMIT {int(limit)}"
-    cols = ["requested", "device", "name", "cmd", "args", "status", "tries", "result", "value",
-            "cmd_counter", "done", "gateway", "request", "requested_by"]  # fmt: skip
-    rows = [(iso(r[0]), *r[1:10], iso(r[10]), *r[11:]) for r in db.execute(q, args)]
+    cols = ["requested", "device", "name", "cmd", "args", "status", "tries", "result", "value"]
+    cols += ([] if raw else ["param"]) + ["cmd_counter", "done", "gateway", "request",
+                                          "requested_by"]  # fmt: skip
+    rows = []
+    for r in db.execute(q, args):
+        if raw:
+            rows.append((iso(r[0]), *r[1:10], iso(r[10]), *r[11:]))
+            continue
+        param = units.result_param(r[3], r[7], r[8]) or ""
+        rows.append((iso(r[0]), *r[1:4], _command_args(r[4]), *r[5:9], param, r[9],
+                     iso(r[10]), *r[11:]))  # fmt: skip
     return cols, rows
+
+
+def _command_args(text: str) -> str:
+    """A command row's args (JSON) with the units of set_config's settings."""
+    try:
+        a = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(units.command_args(a)) if isinstance(a, dict) else text
 
 
 def counters(db: sqlite3.Connection) -> tuple[list[str], list[tuple]]:
@@ -270,29 +286,47 @@ EXPORTS = {
     "configs": "SELECT * FROM configs ORDER BY id",
     "snapshots": "SELECT * FROM snapshots ORDER BY device, snap_id, chunk",
 }
+# export in physical units: the table's view (store.VIEWS), its SELECT run as a subquery so a
+# database an older gateway wrote (no views yet, opened read-only) exports the same. Results,
+# commands and configs are in physical units as stored, with a column added in Python.
+_EXPORT_VIEWS = {"events": "events_si", "telemetry": "telemetry_si", "devices": "devices_si",
+                 "alarms": "alarm_state_si", "snapshots": "snapshots_si"}  # fmt: skip
+_SINCE = ("events", "telemetry", "results", "commands", "configs", "snapshots")
 
 
 def export(
-    db: sqlite3.Connection, table: str, since: float | None = None
+    db: sqlite3.Connection, table: str, since: float | None = None, raw: bool = False
 ) -> tuple[list[str], list[tuple]]:
+    """Every row of a table (since a time), as CSV or JSON rows. In physical units, each value
+    with its unit (the SQL views of store.py: docs/gateway.md, "SQLite schema"); raw: the
+    table as stored."""
     if table not in EXPORTS:
         raise QueryError(f"unknown table {table!r} (one of: {', '.join(EXPORTS)})")
     q = EXPORTS[table]
+    if not raw and table in _EXPORT_VIEWS:
+        order = q[q.index(" ORDER BY") :]
+        q = f"SELECT * FROM ({view_select(_EXPORT_VIEWS[table], db)}){order}"
     args: tuple = ()
-    if since is not None and table in (
-        "events",
-        "telemetry",
-        "results",
-        "commands",
-        "configs",
-        "snapshots",
-    ):
+    if since is not None and table in _SINCE:
         col = "requested" if table == "commands" else "rx"
         q = q.replace(" ORDER BY", f" WHERE {col} >= ? ORDER BY")
         args = (since,)
     cur = db.execute(q, args)
     cols = [d[0] for d in cur.description]
-    return cols, [tuple(r.hex() if isinstance(r, bytes) else r for r in row) for row in cur]
+    rows = [tuple(r.hex() if isinstance(r, bytes) else r for r in row) for row in cur]
+    if raw or table in _EXPORT_VIEWS:
+        return cols, rows
+    out = []
+    for r in rows:
+        d = dict(zip(cols, r, strict=True))
+        if table == "results":
+            out.append((*r, units.result_param(d["cmd"], d["status"], d["value"]) or ""))
+        elif table == "commands":
+            d["args"] = _command_args(d["args"])
+            out.append((*d.values(), units.result_param(d["cmd"], d["result"], d["value"]) or ""))
+        else:  # configs: settings are in the unit their name says; which one, per setting
+            out.append((*r, units.dumps(units.config_units(json.loads(d["params"])))))
+    return [*cols, "units" if table == "configs" else "param"], out
 
 
 def report(

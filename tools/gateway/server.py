@@ -81,6 +81,7 @@ class Options:
     command_tries: int = 5
     batch: int = 2000
     republish_telemetry: bool = True
+    raw_json: bool = False  # republish the wire's integers, not physical units
     duration: float | None = None
     ready_file: str | None = None
     stats_every: float = 30.0
@@ -136,7 +137,7 @@ async def serve(o: Options) -> dict[str, int]:
             gw = Gateway(o.devices, store, name=name, publish=publish, topic_prefix=o.prefix,
                          republish_telemetry=o.republish_telemetry, batch=o.batch,
                          cmd_retry=o.command_retry, cmd_retry_max=o.command_retry_max,
-                         cmd_tries=o.command_tries)  # fmt: skip
+                         cmd_tries=o.command_tries, raw_json=o.raw_json)  # fmt: skip
         except sqlite3.DatabaseError as e:  # a locked or damaged database
             raise StartError(f"--db {o.db}: cannot use the database ({e})") from None
     except BaseException:

@@ -16,6 +16,10 @@ Tables (docs/gateway.md has the full description):
                the COMMAND's host counter, tries, and the RESULT that answered it
   counters     per gateway instance: frames in, stored, rejected by reason (never the frames)
 
+The tables hold the detector's integers (0.1 degC, 0.01 A, fault codes): they are the record.
+Views in physical units for platforms (VIEWS, view_select): telemetry_si, events_si,
+alarm_state_si, devices_si, snapshots_si, config_params_si (protocol.host.physical's rules).
+
 Several gateway processes may share one database file: WAL lets readers run beside the one
 writer, and busy_timeout serialises the writers' short batch transactions.
 
@@ -34,6 +38,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from efd import names
+from tools.gateway import units
 from tools.gateway.registry import Device
 
 SCHEMA = """
@@ -88,6 +94,7 @@ CREATE TABLE IF NOT EXISTS alarm_state (
     since       REAL NOT NULL,
     value       INTEGER,
     threshold   INTEGER,
+    kind        TEXT,  -- the kind of the event that set value/threshold (their unit)
     PRIMARY KEY (device, channel)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
@@ -175,6 +182,8 @@ _INS_TEL = "INSERT INTO telemetry(device, rx, dev_time, seq, residual_ma, temp0_
 temp2_dc, temp3_dc, line0_ca, line1_ca, line2_ca, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INS_EV = "INSERT OR IGNORE INTO events(device, counter, seq, rx, dev_time, kind, channel, value, \
 threshold, tag, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INS_STATE = "INSERT INTO alarm_state(device, channel, state, since, value, threshold, kind) \
+VALUES (?,?,?,?,?,?,?) ON CONFLICT(device, channel)"
 _INS_RES = "INSERT OR IGNORE INTO results(device, counter, rx, cmd_counter, cmd, status, value) \
 VALUES (?,?,?,?,?,?,?)"
 _INS_CFG = "INSERT OR IGNORE INTO configs(device, counter, rx, dev_time, config_hash, params, \
@@ -226,8 +235,146 @@ def connect(
         db.executescript(SCHEMA)
         _add_requested_by(db)
         _add_auth_status(db)
+        _add_alarm_kind(db)
+        create_views(db)
     db.execute("PRAGMA busy_timeout=30000")
     return db
+
+
+def _add_alarm_kind(db: sqlite3.Connection) -> None:
+    """A database made before alarm_state.kind existed gets the column (NULL: the row was set
+    before; alarm_state_si then takes a fault's value as its code, any other as a reading)."""
+    if "kind" not in {r[1] for r in db.execute("PRAGMA table_info(alarm_state)")}:
+        with contextlib.suppress(sqlite3.OperationalError):  # a sibling added it meanwhile
+            db.execute("ALTER TABLE alarm_state ADD COLUMN kind TEXT")
+
+
+# -- views in physical units (docs/gateway.md, "SQLite schema") ----------------------------------
+# The tables keep the wire's integers (the record); these views present them as people and
+# platforms read them, by the rules of protocol.host.physical() (tools/gateway/units.py reads
+# them off it): degC, A, mA, degC/min, fault and status-bit names, each with its unit. Made by
+# connect() for new and existing databases, and replaced when their definition changes.
+VIEWS = ("telemetry_si", "events_si", "alarm_state_si", "devices_si", "snapshots_si",
+         "config_params_si")  # fmt: skip
+
+
+def _lit(v: object) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, int | float):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _values(rows: Iterable[tuple]) -> str:
+    return "VALUES " + ", ".join("(" + ", ".join(_lit(v) for v in r) + ")" for r in rows)
+
+
+def _scaled(expr: str, div: str | int, places: int = 3) -> str:
+    """SQL for physical()'s _scaled: the integer as it is when div is 1, else rounded."""
+    if isinstance(div, int):
+        return expr if div == 1 else f"round({expr} / {div}.0, {places})"
+    return f"CASE WHEN {div} > 1 THEN round({expr} * 1.0 / {div}, {places}) ELSE {expr} END"
+
+
+def _flags(expr: str) -> str:
+    """SQL: the status bits of `expr` by name, comma-separated (protocol.host.status_flags)."""
+    parts = " || ".join(
+        f"CASE WHEN {expr} & {bit} THEN {_lit(name + ',')} ELSE '' END"
+        for bit, name in units.status_bits()
+    )
+    return f"CASE WHEN {expr} IS NULL THEN NULL ELSE rtrim({parts}, ',') END"
+
+
+# 10^scale_exp for a SNAPSHOT (SPEC.md section 5.6), literal: no pow() needed in SQLite.
+_SCALE_EXPS = range(-12, 13)
+
+
+def view_select(name: str, db: sqlite3.Connection | None = None) -> str:
+    """The SELECT behind view `name`. With db: fitted to its tables' columns (a database
+    written by an older gateway and opened read-only: query export runs this directly)."""
+
+    def cols(table: str) -> list[str]:
+        if db is None:
+            return []
+        return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+    if name == "telemetry_si":
+        rules = units.telemetry_rules()
+        scaled = ", ".join(f"{_scaled('t.' + col, div)} AS {view}" for col, view, _u, div in rules)
+        return (
+            f"SELECT t.id, t.device, t.rx, t.dev_time, t.seq, {scaled}, t.status, "
+            f"{_flags('t.status')} AS flags, {_lit(units.dumps(units.telemetry_units()))} AS units "
+            "FROM telemetry t"
+        )
+    if name in ("events_si", "alarm_state_si"):
+        ev_rules = _values(units.event_rules())
+        faults = _values(units.fault_names())
+        if name == "events_si":
+            a, kind, head = "e", "e.kind", "e.id, e.device, e.counter, e.seq, e.rx, e.dev_time, "
+            head += "e.kind, e.channel"
+            tail, src = "e.tag, e.gateway", "events e"
+        else:
+            has_kind = db is None or "kind" in cols("alarm_state")
+            a = "a"
+            stored = "a.kind" if has_kind else "NULL"
+            kind = f"COALESCE({stored}, CASE WHEN a.state = 'fault' THEN 'fault' ELSE 'alarm' END)"
+            head = f"a.device, a.channel, a.state, a.since, {stored} AS kind"
+            tail, src = "", "alarm_state a"
+        return (
+            f"WITH u(kind, channel, unit, div, is_fault) AS ({ev_rules}), f(code, name) AS "
+            f"({faults}) SELECT {head}, {_scaled(a + '.value', 'u.div')} AS value, "
+            f"{_scaled(a + '.threshold', 'u.div')} AS threshold, u.unit AS units, "
+            f"CASE WHEN u.is_fault THEN COALESCE(f.name, {a}.value) END AS fault"
+            + (", " + tail if tail else "")
+            + f" FROM {src} LEFT JOIN u ON u.kind = {kind} AND u.channel = {a}.channel "
+            f"LEFT JOIN f ON u.is_fault AND f.code = {a}.value"
+        )
+    if name == "devices_si":
+        have = cols("devices") or [
+            "device", "name", "district", "category", "site", "first_seen", "last_seen",
+            "transport", "address", "status", "fw", "boot_count", "auth_status", "auth_status_at",
+        ]  # fmt: skip
+        listed = ", ".join("d." + c for c in have)
+        return f"SELECT {listed}, {_flags('d.status')} AS flags FROM devices d"
+    if name == "snapshots_si":
+        chans = _values((ch, *units.snapshot_rule(ch)) for ch in names.CHANNEL_NAMES)
+        exps = _values((e, 10.0**e) for e in _SCALE_EXPS)
+        return (
+            f"WITH u(channel, unit, div) AS ({chans}), x(exp, factor) AS ({exps}) "
+            "SELECT s.id, s.device, s.rx, s.dev_time, s.snap_id, s.channel, s.chunk, s.chunks, "
+            "s.scale_exp, s.rate_hz, s.trigger, s.offset, (SELECT json_group_array(round("
+            "j.value * (x.factor / COALESCE(u.div, 1)), 6)) FROM json_each(s.samples) j) "
+            "AS samples, COALESCE(u.unit, '') AS units FROM snapshots s "
+            "LEFT JOIN u ON u.channel = s.channel LEFT JOIN x ON x.exp = s.scale_exp"
+        )
+    if name == "config_params_si":
+        us = _values(units.setting_units())
+        return (
+            f"WITH u(param, unit) AS ({us}) SELECT c.id AS config_id, c.device, c.counter, "
+            "c.rx, c.dev_time, c.config_hash, c.gateway, j.key AS position, "
+            "json_extract(j.value, '$[0]') AS param, json_extract(j.value, '$[1]') AS value, "
+            "COALESCE(u.unit, '') AS units FROM configs c JOIN json_each(c.params) j "
+            "LEFT JOIN u ON u.param = json_extract(j.value, '$[0]')"
+        )
+    raise ValueError(f"no view {name!r}")
+
+
+def create_views(db: sqlite3.Connection) -> None:
+    """Create the physical-unit VIEWS, or replace one whose definition changed (a newer
+    gateway: new names, a new unit). One transaction; a sibling doing the same waits."""
+    want = {v: f"CREATE VIEW {v} AS {view_select(v, db)}" for v in VIEWS}
+    have = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
+    if all(have.get(v) == sql for v, sql in want.items()):
+        return
+    with _Tx(db):
+        have = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        for v, sql in want.items():
+            if have.get(v) != sql:
+                db.execute(f"DROP VIEW IF EXISTS {v}")
+                db.execute(sql)
 
 
 def _add_auth_status(db: sqlite3.Connection) -> None:
@@ -417,9 +564,9 @@ class Store:
         if kind == "clear":
             # The condition has gone: a pre-alarm ends, a latched alarm stays until reset.
             self.db.execute(
-                "UPDATE alarm_state SET state='normal', since=?, value=? "
+                "UPDATE alarm_state SET state='normal', since=?, value=?, kind=? "
                 "WHERE device=? AND channel=? AND state='prealarm'",
-                (rx, value, device, channel),
+                (rx, value, kind, device, channel),
             )
             return
         if state is None:
@@ -427,10 +574,10 @@ class Store:
         if state == "prealarm":
             # A pre-alarm never downgrades a latched alarm or an active fault.
             self.db.execute(
-                "INSERT INTO alarm_state VALUES (?,?,?,?,?,?) ON CONFLICT(device, channel) "
-                "DO UPDATE SET state=excluded.state, since=excluded.since, value=excluded.value,"
-                " threshold=excluded.threshold WHERE state NOT IN ('alarm', 'fault')",
-                (device, channel, state, rx, value, threshold),
+                _INS_STATE + " DO UPDATE SET state=excluded.state, since=excluded.since, "
+                "value=excluded.value, threshold=excluded.threshold, kind=excluded.kind "
+                "WHERE state NOT IN ('alarm', 'fault')",
+                (device, channel, state, rx, value, threshold, kind),
             )
             return
         if state == "normal" and kind == "reset" and channel == "all":
@@ -439,10 +586,9 @@ class Store:
             )
             return
         self.db.execute(
-            "INSERT INTO alarm_state VALUES (?,?,?,?,?,?) ON CONFLICT(device, channel) DO "
-            "UPDATE SET state=excluded.state, since=excluded.since, value=excluded.value, "
-            "threshold=excluded.threshold",
-            (device, channel, state, rx, value, threshold),
+            _INS_STATE + " DO UPDATE SET state=excluded.state, since=excluded.since, "
+            "value=excluded.value, threshold=excluded.threshold, kind=excluded.kind",
+            (device, channel, state, rx, value, threshold, kind),
         )
 
 
