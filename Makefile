@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: help venv test lint typecheck pytest sim bench clean
+.PHONY: help venv test lint typecheck pytest sim bench clean mutate
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' Makefile | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,7 +37,13 @@ $(KSC): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-pytest: $(STAMP) $(KSC)
+# tshark (Debian package) for the Wireshark dissector's test, tests/protocol/test_wireshark.py:
+# scripts/tshark.sh installs it when run as root; elsewhere that test is skipped with the reason.
+TSHARK := /usr/bin/tshark
+$(TSHARK):
+	-scripts/tshark.sh install
+
+pytest: $(STAMP) $(KSC) $(TSHARK)
 	$(BIN)/pytest
 
 test: lint typecheck pytest  ## everything CI runs
@@ -48,6 +54,17 @@ sim: $(STAMP)  ## run the demo scenario: events and plot in out/ (docs/simulator
 bench: $(STAMP)  ## benchmarks: prints a table, writes bench/results.json
 	$(PY) -m bench
 
+# Mutation testing (docs/testing.md): a benchmark of the tests, not part of `make test`. Cosmic Ray
+# is pinned in requirements-mutate.txt, installed on top of the pinned venv.
+MUTATE_STAMP := $(VENV)/.mutate-$(shell sha1sum requirements-mutate.txt | cut -c1-12)
+$(MUTATE_STAMP): $(STAMP) requirements-mutate.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-mutate.txt
+	@rm -f $(VENV)/.mutate-*
+	@touch $@
+
+mutate: $(MUTATE_STAMP)  ## mutation score of efd + protocol (~30 min on 2 cores; ARGS="--only ror.py")
+	$(PY) scripts/mutate.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules
 
@@ -57,7 +74,7 @@ DEVICE ?=
 KEY_FILE ?=
 CONFIG ?=
 SCENARIO ?= host_sim/scenarios/demo.toml
-.PHONY: firmware virtual-device deploy provision check-esp32 twin
+.PHONY: firmware virtual-device deploy provision key check-esp32 twin
 
 twin: $(STAMP)  ## the ESP32 image on the board twin: make twin SCENARIO=file.toml [ARGS="--vref-mv 1000"]
 	$(PY) -m tools.twin run $(SCENARIO) $(ARGS)
@@ -69,6 +86,8 @@ firmware: $(STAMP)  ## build the ESP32 image (lib as xtensawin .mpy) into build/
 # without it, the simulated HAL (tools/virtual_device.py). Both: `python -m ... --help`.
 BOARD ?=
 VDEV_MODULE = $(if $(BOARD),$(if $(filter esp32,$(BOARD)),tools.twin.vdev,bad),tools.virtual_device)
+# Its state file (ports, pids) defaults to build/vdev-flash.state.json, where
+# `python -m tools.virtual_device ctl res 400` finds it.
 virtual-device: $(STAMP)  ## run the firmware on a pty (ARGS="--scenario ..."; BOARD=esp32: on the board twin)
 	@test "$(VDEV_MODULE)" != bad || { echo "BOARD=$(BOARD): expected BOARD=esp32 (the board twin) or no BOARD (the simulated HAL)"; exit 2; }
 	$(PY) -m $(VDEV_MODULE) $(ARGS)
@@ -77,9 +96,13 @@ deploy: $(STAMP)  ## compile + copy the firmware with mpremote, then reset: make
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the virtual console pty)"; exit 2; }
 	$(PY) -m tools.deploy $(PORT)
 
-provision: $(STAMP)  ## write device id, key, config: make provision PORT=.. DEVICE=0x.. KEY_FILE=..|NEW_KEY=.. [REGISTRY=fleet.csv] [CONFIG=x.json]
+provision: $(STAMP)  ## write device id, key, config, then reset: make provision PORT=.. DEVICE=0x.. KEY_FILE=..|NEW_KEY=.. [REGISTRY=fleet.csv] [CONFIG=x.json]
 	@test -n "$(PORT)" -a -n "$(DEVICE)" -a -n "$(KEY_FILE)$(NEW_KEY)" || { echo "usage: make provision PORT=.. DEVICE=0x12345678 KEY_FILE=key.hex [CONFIG=settings.json]"; echo "   or: make provision PORT=.. DEVICE=0x12345678 NEW_KEY=new-key.hex [REGISTRY=fleet.csv]  (rotate the key: SPEC.md 7.4)"; exit 2; }
 	$(PY) -m tools.deploy $(PORT) --provision --device $(DEVICE) $(if $(NEW_KEY),--new-key $(NEW_KEY),--key-file $(KEY_FILE)) $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(CONFIG),--config $(CONFIG))
+
+key: $(STAMP)  ## a new random device key file (mode 600, never over a file): make key KEY_FILE=key.hex
+	@test -n "$(KEY_FILE)" || { echo "usage: make key KEY_FILE=key.hex"; exit 2; }
+	$(PY) -m tools.keys new $(KEY_FILE)
 
 check-esp32: $(STAMP)  ## ESP32 HAL: mpy-cross -march=xtensawin + mypy against micropython-esp32-stubs
 	$(PY) -m tools.check_esp32

@@ -3,6 +3,11 @@
     python -m tools.deploy PORT [--arch auto|xtensawin|x64] [--no-reset]     (make deploy PORT=...)
     python -m tools.deploy PORT --provision --device ID --key-file KEY [--config FILE.json]
     python -m tools.deploy PORT --provision --device ID --new-key KEY [--registry FLEET.csv]
+    python -m tools.deploy PORT --reset-only
+
+PORT is the device's REPL: the board's USB serial port (/dev/ttyUSB0, /dev/ttyACM0, ...) or the
+virtual device's `console:` pty, never its `link:` (protocol frames). The first contact waits
+5 s for the REPL and, when none answers, says what the port seems to be instead.
 
 Libraries are compiled with mpy-cross for the target's architecture (auto: asked from the device,
 sys.implementation._mpy), main.py and boot.py stay source. Files are copied with mpremote using
@@ -17,20 +22,24 @@ FILE generates a random key, writes it to FILE (never over an existing file) and
 it: the recovery for a detector whose state was lost (it refuses commands, `locked`,
 protocol/SPEC.md section 7.4), a swapped board, or a key that may have leaked. --registry
 FLEET.csv also puts the new key into that device's row of the gateway's registry (restart the
-gateway to load it).
+gateway to load it). The firmware reads its identity at boot, so provisioning ends with the
+same reset as a deploy (--no-reset: not). A key file of your own: python -m tools.keys new FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from tools import fwbuild, provisioning
+from tools import fwbuild, keys, provisioning
 from tools.gateway.registry import RegistryError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,19 +57,130 @@ def run_mp(port: str, *args: str, timeout: float = 120, cwd: Path | None = None)
             cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
         )
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"error: mpremote timed out talking to {port}") from None
+        raise SystemExit(
+            f"error: mpremote timed out talking to {port} ({timeout:g} s): is it the device's "
+            "console (its REPL)? python -m tools.deploy checks that first"
+        ) from None
     if p.returncode != 0:
         msg = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if "failed to access" in msg:
+            raise SystemExit(_no_access(port))
         raise SystemExit(f"error: mpremote {' '.join(args[:2])} on {port} failed: {msg}")
     return p.stdout
 
 
+# -- the first contact: is PORT a MicroPython REPL at all? -----------------------------------------
+FIRST_CONTACT_S = 5.0
+_BANNER = b"raw REPL; CTRL-B to exit"
+
+
+def _serial_ports() -> str:
+    try:
+        from serial.tools import list_ports
+
+        found = sorted(p.device for p in list_ports.comports())
+    except Exception:  # no USB serial support here: nothing to list
+        found = []
+    return ", ".join(found) if found else "none found"
+
+
+def _where_console() -> str:
+    return (
+        "The REPL is on the board's USB serial port (here: "
+        f"{_serial_ports()}), or on the virtual device's `console:` pty, printed at its start "
+        "and in its state file (`link:` carries protocol frames: python -m tools.monitor)."
+    )
+
+
+def _no_access(port: str, err: Exception | None = None) -> str:
+    if err is not None:
+        return f"error: cannot open {port}: {err}"
+    if port.startswith("/") and not os.path.exists(port):
+        return f"error: {port} does not exist (no such serial port). {_where_console()}"
+    if port.startswith("/") and not os.access(port, os.R_OK | os.W_OK):
+        return (
+            f"error: no permission to open {port} (on Linux, add yourself to the group that "
+            "owns it, usually `dialout`, and log in again)"
+        )
+    return (
+        f"error: cannot open {port}: another program has it open (a serial monitor, "
+        "minicom, another mpremote?)"
+    )
+
+
+def first_contact(port: str, timeout: float = FIRST_CONTACT_S) -> None:
+    """Check that a MicroPython REPL answers on port, the way mpremote enters its raw REPL
+    (Ctrl-C, then Ctrl-A), and leave it at the normal REPL; SystemExit saying what the port
+    seems to be instead. mpremote itself waits without end on a port that never answers
+    (its own timeouts are between bytes, and a pty's read blocks), so a wrong port used to
+    hang a deploy until our 120 s timeout. Ports that are no path (mpremote's shortcuts:
+    auto, id:..., a0) are left to mpremote."""
+    if not port.startswith("/"):
+        return
+    if not os.path.exists(port) or not os.access(port, os.R_OK | os.W_OK):
+        raise SystemExit(_no_access(port))
+    import serial
+
+    try:
+        ser = serial.Serial(port, 115200, timeout=0.05)
+    except (serial.SerialException, OSError) as e:
+        raise SystemExit(_no_access(port, e)) from None
+    got = bytearray()
+    try:
+        ser.write(b"\r\x03")  # Ctrl-C: stop main.py
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            got += ser.read(256)
+        ser.write(b"\r\x01")  # Ctrl-A: the raw REPL, which says so
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got += ser.read(256)
+            if _BANNER in got:
+                ser.write(b"\r\x02")  # Ctrl-B: back to the normal REPL, for mpremote
+                return
+            if b"[vdev]" in got and got.endswith(b"\n"):
+                break  # the virtual device's link pty said what it is
+        if b"[vdev]" not in got:
+            ser.write(b"\x00")  # if it is a protocol link: end the REPL keys as a bad frame
+    finally:
+        ser.close()
+    raise SystemExit(_not_a_repl(port, bytes(got), timeout))
+
+
+def _not_a_repl(port: str, got: bytes, timeout: float) -> str:
+    head = f"error: no MicroPython REPL answered on {port} within {timeout:g} s"
+    text = got.decode(errors="replace")
+    m = re.search(r"\[vdev\] ([^\r\n]*)", text)
+    if m:
+        msg = f'error: {port} is no MicroPython REPL: it says "{m.group(1)}".'
+        con = re.search(r"console, (\S+)$", m.group(1))
+        if con:
+            msg += f" Use PORT={con.group(1)} (make deploy / make provision PORT=...)."
+        return msg
+    from protocol.stream import StreamDecoder
+
+    if any(r.ok for r in StreamDecoder().feed(got)):
+        return (
+            f"{head}: it sends protocol frames, so it is the detector's link (RS-485, or the "
+            f"virtual device's `link:` pty), not its console. {_where_console()}"
+        )
+    if got.strip(b"\r\n\x00"):
+        return (
+            f"{head}: it answered {got[:60]!r}, which is no REPL (another kind of device, the "
+            f"wrong baud rate, a program on the board that owns the port?). {_where_console()}"
+        )
+    return (
+        f"{head}: nothing came back (the detector's link port, which stays silent until "
+        f"polled, or a device that is off or not MicroPython). {_where_console()}"
+    )
+
+
 # The platform is "esp32" wherever the `esp32` module is: the board, and the board twin (the
 # ESP32 image on the unix port, tools/twin/vdev.py), which gets the ESP32 file set for its arch.
-_ASK = (
+_PLATFORM = (
     "import sys\ntry:\n import esp32\n p = 'esp32'\nexcept ImportError:\n p = sys.platform\n"
-    "print(sys.implementation._mpy, p)"
 )
+_ASK = _PLATFORM + "print(sys.implementation._mpy, p)"
 
 
 def detect_arch(port: str) -> tuple[str, str]:
@@ -77,57 +197,74 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
     if arch == "auto":
         arch, platform = detect_arch(port)
     board = "xtensawin" if platform == "esp32" else None  # the ESP32 file set (hal_esp32)
-    out = ROOT / "build" / (f"deploy-{arch}" + ("-esp32" if board and board != arch else ""))
-    sizes = fwbuild.build(arch, out, board)
-    # `fs cp -r` creates the folders and skips files whose hash already matches.
-    # Destination ":." (an existing folder, so lib/ goes inside it): mpremote strips a bare
-    # ":" or ":/" to "", finds no such folder and would spill lib's contents into the root.
-    run_mp(port, "fs", "cp", "-r", "lib", ":.", cwd=out)
-    run_mp(
-        port,
-        "fs",
-        "cp",
-        str(out / "boot.py"),
-        ":boot.py",
-        "+",
-        "fs",
-        "cp",
-        str(out / "main.py"),
-        ":main.py",
-    )
+    # A private build folder: deploys to several devices (parallel tests) may run at once.
+    with tempfile.TemporaryDirectory(prefix=f"deploy-{arch}-") as d:
+        out = Path(d)
+        sizes = fwbuild.build(arch, out, board)
+        # `fs cp -r` creates the folders and skips files whose hash already matches.
+        # Destination ":." (an existing folder, so lib/ goes inside it): mpremote strips a bare
+        # ":" or ":/" to "", finds no such folder and would spill lib's contents into the root.
+        run_mp(port, "fs", "cp", "-r", "lib", ":.", cwd=out)
+        run_mp(
+            port,
+            "fs",
+            "cp",
+            str(out / "boot.py"),
+            ":boot.py",
+            "+",
+            "fs",
+            "cp",
+            str(out / "main.py"),
+            ":main.py",
+        )
     if reset:
-        # Hard reset on a board (and on the board twin, where machine.reset() at the REPL ends
-        # the process and its supervisor boots it again); on the unix port a soft reset ends
-        # the process and the virtual detector's supervisor boots it again, like a board.
-        # (mpremote's soft-reset would wait for a "soft reboot" banner the unix port never
-        # prints, so the process is ended with sys.exit(0) instead: the same restart.)
-        if platform == "esp32":
-            run_mp(port, "reset", timeout=30)
-        else:
-            run_mp(port, "exec", "--no-follow", "import sys; sys.exit(0)", timeout=30)
+        reset_device(port, platform)
     return sizes
 
 
-def current_identity(port: str) -> str | None:
-    """The device's identity.json now, or None if it has none."""
-    probe = (
+def reset_device(port: str, platform: str) -> None:
+    """Restart the device, so it boots what was just written (firmware, identity, settings).
+    Hard reset on a board (and on the board twin, where machine.reset() at the REPL ends the
+    process and its supervisor boots it again); on the unix port the process ends and the
+    virtual detector's supervisor boots it again, like a board. (mpremote's soft-reset would
+    wait for a "soft reboot" banner the unix port never prints, so the process is ended with
+    sys.exit(0) instead: the same restart.)"""
+    if platform == "esp32":
+        run_mp(port, "reset", timeout=30)
+    else:
+        run_mp(port, "exec", "--no-follow", "import sys; sys.exit(0)", timeout=30)
+
+
+def current_identity(port: str) -> tuple[str | None, str]:
+    """The device's identity.json now (None if it has none), and its platform (esp32 where
+    the `esp32` module is, else sys.platform): one exec."""
+    probe = _PLATFORM + (
+        "print('PLATFORM=' + p)\n"
         "try:\n f = open('identity.json')\n print('ID=' + f.read().strip())\n"
         "except OSError:\n print('ID=')"
     )
     out = run_mp(port, "exec", probe)
     lines = [x[3:] for x in out.splitlines() if x.startswith("ID=")]
-    return (lines[-1] or None) if lines else None
+    plat = [x[9:] for x in out.splitlines() if x.startswith("PLATFORM=")]
+    return ((lines[-1] or None) if lines else None), (plat[-1].strip() if plat else "")
 
 
-def provision(port: str, device: int, key: str, config: dict | None) -> list[str]:
-    """Write the provisioning files; returns their names."""
-    files = provisioning.files(device, key, current_identity(port), config)
+def provision(
+    port: str, device: int, key: str, config: dict | None, reset: bool = True
+) -> list[str]:
+    """Write the provisioning files, then reset the device (the firmware reads its identity
+    and settings at boot: without it, the running firmware kept the old ones and the next
+    command under the new key went unanswered); returns their names."""
+    ident, platform = current_identity(port)
+    files = provisioning.files(device, key, ident, config)
     with tempfile.TemporaryDirectory() as d:
         args: list[str] = []
         for name, text in files.items():
             (Path(d) / name).write_text(text)
             args += [*(["+"] if args else []), "fs", "cp", str(Path(d) / name), ":" + name]
         run_mp(port, *args)
+    if reset:
+        reset_device(port, platform)
     return list(files)
 
 
@@ -175,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("port", help="the device's REPL serial port (or the virtual console pty)")
     ap.add_argument("--arch", default="auto")
-    ap.add_argument("--no-reset", action="store_true")
+    ap.add_argument(
+        "--no-reset", action="store_true", help="do not restart the device after writing"
+    )
+    ap.add_argument(
+        "--reset-only", action="store_true", help="only restart the device (nothing written)"
+    )
     ap.add_argument("--provision", action="store_true", help="write identity/config instead")
     ap.add_argument("--device", type=_device_id, help="device id, e.g. 0x12345678")
     ap.add_argument("--key-file", help="file holding the device key (64 hex digits)")
@@ -206,12 +348,24 @@ def main(argv: list[str] | None = None) -> int:
                 key = a.key or Path(a.key_file).read_text().strip()
             provisioning.check(a.device, key)
             cfg = json.loads(Path(a.config).read_text()) if a.config else None
+            first_contact(a.port)  # a wrong port: said before a new key file is written
             if a.new_key:
-                out.write_text(key + "\n")
-                out.chmod(0o600)
+                try:
+                    keys.write_new(out, key)
+                except FileExistsError:
+                    raise ValueError(
+                        f"{out} exists: a new key never overwrites an old one"
+                    ) from None
                 print(f"new key for device {a.device:#x} written to {out}")
-            written = provision(a.port, a.device, key, cfg)
+            written = provision(a.port, a.device, key, cfg, not a.no_reset)
             print(f"provisioned device {a.device:#x} on {a.port}: {', '.join(written)}")
+            if a.no_reset:
+                print(
+                    "  not restarted (--no-reset): it runs with its old identity until it "
+                    f"restarts (python -m tools.deploy {a.port} --reset-only)"
+                )
+            else:
+                print("  restarted: it runs with the new identity")
             if "state.json" not in written:
                 print(
                     "  it already held this key: its state (replay marks) was kept; a detector "
@@ -222,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"registry {a.registry}: key of {a.device} replaced (restart the gateway)")
             elif a.new_key:
                 print(f"  put the new key into the gateway's registry (key column of {a.device})")
+            return 0
+        first_contact(a.port)
+        if a.reset_only:
+            reset_device(a.port, detect_arch(a.port)[1])
+            print(f"restarted the device on {a.port}")
             return 0
         sizes = deploy(a.port, a.arch, not a.no_reset)
     except (ValueError, OSError, RegistryError) as e:

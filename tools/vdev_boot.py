@@ -17,5 +17,54 @@ def _run(name):
     exec(compile(src, name, "exec"), {"__name__": "__main__"})
 
 
-_run("boot.py")
-_run("main.py")
+class _Os:
+    """`os` for code typed or sent (mpremote) at the REPL, as on the board: the unix port's
+    VfsPosix.ilistdir() yields (name, type, inode) without the size a board's LittleFS gives,
+    and mpremote's `fs ls` then prints 0 for every file. Everything else is the real os."""
+
+    def __init__(self, real):
+        self.real = real  # (the REPL's `import os` rebinds this script's global `os`)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def ilistdir(self, path="."):
+        real = self.real
+        for e in real.ilistdir(path):
+            size = 0
+            if e[1] == 0x8000:  # a file (a folder's size is 0 on the board too)
+                try:  # noqa: SIM105 (MicroPython: no contextlib)
+                    size = real.stat(path.rstrip("/") + "/" + e[0] if path else e[0])[6]
+                except OSError:
+                    pass
+            yield (e[0], e[1], e[2], size)
+
+
+class _Machine:
+    """`machine` at the REPL with the board's reset(): the unix port has none, so mpremote's
+    `reset` (machine.reset() with --no-follow) did nothing. Here it ends the process with
+    status 2, which the supervisor (tools/virtual_device.py) boots again as a hard reset."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def reset(self):
+        raise SystemExit(2)
+
+
+def _at_the_repl():
+    # Only for the REPL, once main.py has stopped: the firmware itself keeps the real modules.
+    import machine
+
+    sys.modules["machine"] = _Machine(machine)
+    sys.modules["os"] = _Os(os)
+
+
+try:
+    _run("boot.py")
+    _run("main.py")
+finally:
+    _at_the_repl()

@@ -4,7 +4,9 @@ The feed holds, per 100 ms window, exactly the ADC codes the simulator would han
 core: residual and three phase CTs (200 codes each), four NTC codes and the arc pulses of the
 window (a second's count sits in the window that ends that second). The firmware's simulated
 HAL reads one record per window straight into the detector's buffers (firmware/lib/app/
-sim_io.py, FEED_RECORD), so the virtual detector sees the same signals as `make sim`.
+sim_io.py, FEED_RECORD), so the virtual detector sees the same signals as `make sim`. When the
+feed ends, the HAL holds its last window (app/sim_io.Feed), as the board twin holds its last
+100 ms.
 """
 
 from __future__ import annotations

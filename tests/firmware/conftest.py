@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,24 +21,29 @@ KEY = bytes(range(32))
 
 
 class VDev:
-    def __init__(self, tmp: Path, *extra: str, blank: bool = False):
-        self.state_path = tmp / "state.json"
+    """tools.virtual_device on tmp/flash. state=False: no --state, the default state file
+    (FLASH.state.json, where `ctl` looks too); key_file: provision with --key-file."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *extra: str,
+        blank: bool = False,
+        state: bool = True,
+        key_file: Path | None = None,
+    ):
+        from tools.virtual_device import state_path
+
         self.flash = tmp / "flash"
-        cmd = [
-            sys.executable,
-            "-m",
-            "tools.virtual_device",
-            "--flash",
-            str(self.flash),
-            "--state",
-            str(self.state_path),
-            "--device",
-            hex(DEVICE),
-            "--key",
-            KEY.hex(),
-            "--quiet",
-            *extra,
-        ]
+        self.state_path = tmp / "state.json" if state else state_path(self.flash)
+        cmd = [sys.executable, "-m", "tools.virtual_device", "--flash", str(self.flash)]
+        if state:
+            cmd += ["--state", str(self.state_path)]
+        cmd += ["--device", hex(DEVICE)]
+        cmd += ["--key-file", str(key_file)] if key_file else ["--key", KEY.hex()]
+        cmd += ["--quiet", *extra]
+        self._ctl_q: queue.Queue | None = None
+        self.ctl_errors: list[str] = []
         if blank:
             cmd.append("--blank")
         self.proc = subprocess.Popen(
@@ -58,10 +65,34 @@ class VDev:
         return json.loads(self.state_path.read_text())
 
     def ctl(self, *words: str) -> None:
-        import socket
+        """A control command, returning at once as a datagram send would: a worker thread
+        sends the commands in order, as `python -m tools.virtual_device ctl` does (again while
+        a restarting firmware is not listening yet, so none is lost), and waits for each
+        answer; a refusal fails the test at close(). ctl_wait(): the answer itself."""
+        if self._ctl_q is None:
+            self._ctl_q = queue.Queue()
+            threading.Thread(target=self._ctl_worker, daemon=True).start()
+        self._ctl_q.put(list(words))
 
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(" ".join(words).encode(), tuple(self.state["ctl"]))
+    def _ctl_worker(self) -> None:
+        from tools.virtual_device import CtlError
+
+        assert self._ctl_q is not None
+        while (words := self._ctl_q.get()) is not None:
+            try:
+                self.ctl_wait(*words)
+            except CtlError as e:
+                self.ctl_errors.append(f"ctl {' '.join(words)}: {e}")
+            finally:
+                self._ctl_q.task_done()
+        self._ctl_q.task_done()
+
+    def ctl_wait(self, *words: str) -> str:
+        """A control command; returns what the firmware did (CtlError if it refused)."""
+        from tools.virtual_device import send_ctl
+
+        host, port = self.state["ctl"]
+        return send_ctl((host, int(port)), list(words))
 
     def kill_firmware(self) -> None:
         """A power cut: SIGKILL the firmware process (the supervisor boots it again)."""
@@ -76,6 +107,12 @@ class VDev:
             time.sleep(0.05)
 
     def close(self) -> None:
+        errors: list[str] = []
+        if self._ctl_q is not None:  # the commands sent so far reach the firmware first
+            self._ctl_q.put(None)
+            self._ctl_q.join()
+            self._ctl_q = None
+            errors, self.ctl_errors = self.ctl_errors, []
         if self.proc.poll() is None:
             self.proc.terminate()  # the supervisor kills its firmware process on SIGTERM
             try:
@@ -83,14 +120,15 @@ class VDev:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        assert not errors, errors  # a ctl command the firmware refused
 
 
 @pytest.fixture
 def vdev_factory(tmp_path):
     made: list[VDev] = []
 
-    def make(*extra: str, blank: bool = False) -> VDev:
-        v = VDev(tmp_path, *extra, blank=blank)
+    def make(*extra: str, **kw) -> VDev:
+        v = VDev(tmp_path, *extra, **kw)
         made.append(v)
         return v
 

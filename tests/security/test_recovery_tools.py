@@ -50,17 +50,22 @@ def test_new_keys_differ():
 
 
 class FakeBoard:
-    """mpremote against a device whose files are a dict."""
+    """mpremote against a device whose files are a dict (the unix port: a reset is the
+    process ending, tools.deploy.reset_device)."""
 
     def __init__(self, files: dict[str, str] | None = None):
         self.files = dict(files or {})
         self.calls: list[tuple[str, ...]] = []
+        self.resets = 0
 
     def __call__(self, port: str, *args: str, timeout: float = 120, cwd=None) -> str:
         self.calls.append(args)
+        if args[:2] == ("exec", "--no-follow") and "sys.exit(0)" in args[2]:
+            self.resets += 1
+            return ""
         if args[0] == "exec":  # current_identity()'s probe
             ident = self.files.get("identity.json")
-            return f"ID={ident.strip() if ident else ''}\n"
+            return f"PLATFORM=linux\nID={ident.strip() if ident else ''}\n"
         words = list(args)
         while words:  # fs cp SRC :DST [+ fs cp SRC :DST ...]
             assert words[:2] == ["fs", "cp"], words
@@ -73,6 +78,7 @@ class FakeBoard:
 def board(monkeypatch):
     b = FakeBoard()
     monkeypatch.setattr(deploy, "run_mp", b)
+    monkeypatch.setattr(deploy, "first_contact", lambda port: b.calls.append(("contact",)))
     return b
 
 
@@ -166,3 +172,18 @@ def test_usage_errors_exit_2_without_traceback(board, argv, capsys):
     err = capsys.readouterr().err
     assert "usage:" in err and "Traceback" not in err
     assert board.calls == []
+
+
+def test_provisioning_restarts_the_device(board, tmp_path, capsys):
+    # The firmware reads identity.json at boot (issue 13): provisioning ends with the deploy's
+    # reset, after the files; --no-reset leaves it and says how to restart.
+    keyfile = tmp_path / "k.hex"
+    keyfile.write_text(KEY_A + "\n")
+    argv = ["PORT", "--provision", "--device", "16", "--key-file", str(keyfile)]
+    assert deploy.main(argv) == 0
+    assert board.resets == 1
+    assert board.calls[-1][:2] == ("exec", "--no-follow")  # the last thing done
+    assert "restarted" in capsys.readouterr().out
+    assert deploy.main([*argv, "--no-reset"]) == 0
+    assert board.resets == 1
+    assert "--reset-only" in capsys.readouterr().out

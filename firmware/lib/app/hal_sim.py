@@ -106,7 +106,7 @@ class SimHal:
     # -- sensors ---------------------------------------------------------------------------------
     def sample(self, det):
         if self.ctl is not None:
-            self.ctl.poll(self)
+            self.ctl.poll(self, det)
         if self.feed is not None:
             self.feed.read(self, det)
         elif self.dirty:
