@@ -37,6 +37,7 @@ from pathlib import Path
 
 from efd import events as ev
 from protocol import frame as fr
+from protocol import host
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import Gateway
 from tools.gateway.registry import fleet_from_plan, load_plan, write_registry
@@ -51,7 +52,7 @@ SECONDS = 4.0
 
 def _frames(devs, per_device: int) -> list[bytes]:
     dets = [VirtualDetector(d.device, d.key or b"") for d in devs]
-    t = fr.now()
+    t = host.now()
     return [v.telemetry(t + k) for k in range(per_device) for v in dets]
 
 
@@ -178,7 +179,7 @@ def events_in_process(tmp: Path, devs) -> dict:
     for k in range(5):
         for v in dets:
             v.raise_event(ev.ALARM if k % 2 else ev.PREALARM, ev.RESIDUAL, 320, 300)
-            frames.append(v.uplink(0.0, fr.now()))
+            frames.append(v.uplink(0.0, host.now()))
             v.inflight = None  # as if ACKed: the next one gets a new counter
 
     class Null:
@@ -205,7 +206,7 @@ def _event_frames(devs, per_device: int) -> list[bytes]:
     for k in range(per_device):
         for v in dets:
             v.raise_event(ev.ALARM if k % 2 else ev.PREALARM, ev.RESIDUAL, 320, 300)
-            frames.append(v.uplink(0.0, fr.now()) or b"")
+            frames.append(v.uplink(0.0, host.now()) or b"")
             v.inflight = None  # as if ACKed: the next one gets a new counter
     return frames
 

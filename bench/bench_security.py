@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from efd import names
-from protocol import cobs
+from protocol import cobs, host
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.auth import Key
@@ -526,7 +526,7 @@ def _gateway_campaign(
             t = (M.EVENT, M.CONFIG, M.SNAPSHOT)[k % 3]
             k += 1
             w = ctl_enc.message(t, 0, _forged_fields(t, rng, 0), auth=True)
-            inputs[i] = (cat, M.TYPE_NAMES[t], w)
+            inputs[i] = (cat, host.TYPE_NAMES[t], w)
 
     def marks() -> tuple:  # the gateway's uplink marks and tags, per device
         return tuple(

@@ -27,6 +27,12 @@ _A_BIT = const(0x80)
 _MIN_FRAME = const(12)  # header + CRC
 MAX_FRAME = const(254)  # COBS then adds exactly one byte (cobs.py)
 MAX_WIRE = const(256)  # MAX_FRAME + COBS code byte + delimiter
+# For type checkers only (pyproject.toml: mypy always_true = _TYPES): the host's presentation
+# added by protocol.host is declared below under `if _TYPES:`, which MicroPython compiles away
+# (a false const) and CPython never runs, so the detector pays nothing for it.
+_TYPES = const(0)
+if _TYPES:
+    from typing import Any
 
 # Error codes (typed decode results; SPEC.md §8).
 E_COBS = const(1)
@@ -45,24 +51,22 @@ E_DIRECTION = const(13)
 # Their names: host.ERROR_NAMES.
 
 
-class _Decoded:
-    """Base of Error and Frame. Their presentation is host-only: protocol/host.py adds it to
-    both classes when it loads (the detector never does), so it is written once and costs the
-    board no heap; these two methods reach it."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name):
-        return messages._host().present(self, name)
-
-    def __repr__(self):  # special methods are looked up on the class, not via __getattr__
-        return messages._host().frame_repr(self)
+# Error and Frame carry numbers only. Their presentation (`name`, `reason`, `to_dict()`, the
+# repr) is host-only: protocol/host.py adds it to both classes when a host imports it, so it is
+# written once and the detector, which never imports it, spends no heap on it. Host code
+# imports protocol.host for names and presentation (issue 12: no attribute forwarding from
+# these device modules).
 
 
-class Error(_Decoded):
+class Error:
     """A typed rejection: `code` (E_*); header fields when they were read (a frame with a good
-    CRC but an unknown type still names its device). `name`, `reason`, `to_dict()` and the
-    repr are the host's (protocol/host.py): see _Decoded."""
+    CRC but an unknown type still names its device)."""
+
+    if _TYPES:  # protocol.host's (see _TYPES)
+        name: str
+        reason: str
+
+        def to_dict(self) -> dict[str, Any]: ...
 
     ok = False
 
@@ -74,10 +78,14 @@ class Error(_Decoded):
         self.type = type
 
 
-class Frame(_Decoded):
+class Frame:
     """A structurally valid frame: CRC good, known version and type, payload parsed.
-    `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A.
-    `name`, `to_dict()` and the repr are the host's, as for Error."""
+    `raw` is the un-stuffed frame (for tag checks); `tag`/`counter` are None without A."""
+
+    if _TYPES:  # protocol.host's (see _TYPES)
+        name: str
+
+        def to_dict(self) -> dict[str, Any]: ...
 
     __slots__ = ("counter", "crc", "device", "fields", "raw", "seq", "tag", "time", "type")
     ok = True
@@ -147,12 +155,6 @@ def decode(wire, uplink=None):
     if raw is None:
         return Error(E_COBS, bytes(wire[:n]))
     return parse(raw, uplink)
-
-
-def __getattr__(name):
-    # Host-only names (ERROR_NAMES; wire time from a clock: now, efd_time, EPOCH_UNIX) stay
-    # reachable as frame.<name>, from protocol.host, like messages'.
-    return messages.__getattr__(name)
 
 
 class Encoder:

@@ -1,13 +1,15 @@
-# The host's half of the message codec (SPEC.md §5): decoding what detectors send, encoding
-# what hosts send, and names for display. protocol/messages.py loads this module on first use
-# (messages.pack / unpack of these types, messages.status_flags, messages.TYPE_CODES), so host
-# code keeps calling messages.*; the detector, which only encodes uplink and decodes downlink,
-# never imports it. Every layout is written once: here or in messages.py, never both.
+# The host's half of the message codec (SPEC.md §5), and the host's API to the protocol:
+# decoding what detectors send, encoding what hosts send, names for display (TYPE_NAMES,
+# CMD_NAMES, status_flags, ...), presentation of decode results (Error.name, .reason,
+# to_dict(), repr; Frame.name, to_dict(), repr: added to protocol.frame's classes when this
+# module loads), physical units, settings checks, wire time from a clock (now, efd_time,
+# EPOCH_UNIX), the TELEMETRY fast path (only hosts receive uplink).
 #
-# The same goes for protocol/frame.py: the presentation of its decode results (Error.name,
-# .reason, to_dict(), repr; Frame.name, to_dict(), repr), the TELEMETRY fast path (only hosts
-# receive uplink) and wire time from a clock (frame.now, efd_time, EPOCH_UNIX) are here, and
-# frame.py reaches them through its module and class __getattr__.
+# Host code imports this module for all of that; the device-side modules (frame, messages,
+# session, ...) hold numbers only and forward nothing (issue 12), so the detector, which only
+# encodes uplink and decodes downlink, never imports this module nor spends heap on it.
+# messages.pack / unpack reach this module's encoders and decoders for the host's types
+# (one source for every layout: here or in messages.py, never both).
 import struct
 from binascii import unhexlify
 
@@ -447,13 +449,6 @@ _REASONS = (
 )
 
 
-def present(obj, name):
-    """frame.Error/Frame.__getattr__: an attribute added to their class below, if it is one."""
-    if hasattr(type(obj), name):
-        return getattr(obj, name)
-    raise AttributeError(name)
-
-
 def _error_name(self):
     return ERROR_NAMES[self.code]
 
@@ -565,6 +560,8 @@ frame.Error.reason = property(_error_reason)
 frame.Error.to_dict = _error_to_dict
 frame.Frame.name = property(_frame_name)
 frame.Frame.to_dict = _frame_to_dict
+frame.Error.__repr__ = frame_repr
+frame.Frame.__repr__ = frame_repr
 
 
 # -- frame.parse's fast path ---------------------------------------------------------------------

@@ -249,13 +249,3 @@ def _host():
 
         _hostmod = host
     return _hostmod
-
-
-def __getattr__(name):
-    # Host-only names (status_flags, TYPE_CODES, PARAMS, TYPE_NAMES, CMD_NAMES, ...) stay
-    # reachable as messages.<name> (PEP 562; MicroPython has module __getattr__ too): any public
-    # name not defined here is looked up in protocol.host, and loading it is the only cost of
-    # asking. No list of those names here: it would be heap on the detector.
-    if name[:1] == "_":
-        raise AttributeError(name)
-    return getattr(_host(), name)

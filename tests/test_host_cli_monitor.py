@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from efd import events as ev
-from protocol import auth
+from protocol import auth, host
 from protocol import frame as fr
 from protocol import messages as M
 from protocol.stream import StreamDecoder
@@ -94,7 +94,7 @@ class FakeDetector:
                     self._send(self.on_poll())
 
     def types(self) -> list[str]:
-        return [M.TYPE_NAMES[f.type] for f in self.received]
+        return [host.TYPE_NAMES[f.type] for f in self.received]
 
     def close(self) -> None:
         self._stop.set()

@@ -100,9 +100,9 @@ def describe(r: Any, verifier: Verifier | None, raw: bool = False) -> dict[str, 
         d = host.physical(d)
     d["device_hex"] = f"{r.device:08x}"
     if r.time:
-        d["time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time + fr.EPOCH_UNIX))
+        d["time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time + host.EPOCH_UNIX))
     if raw and r.type == messages.TELEMETRY:
-        d["status_flags"] = messages.status_flags(r.fields["status"])
+        d["status_flags"] = host.status_flags(r.fields["status"])
     if r.tag is not None:
         d["auth"] = verifier.check(r) if verifier else "unverified"
     return d

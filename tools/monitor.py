@@ -33,6 +33,7 @@ from pathlib import Path
 import serial
 
 from protocol import frame as fr
+from protocol import host
 from protocol import messages as M
 from protocol.auth import Key
 from protocol.host import HOST_REQUIRES, parse_key, parse_settings, physical
@@ -54,7 +55,7 @@ class HostLink:
         self.peer = Peer(self.key, 0, HOST_REQUIRES, uplink=True)
         self.dec = StreamDecoder()
         self.state = state
-        self.ctr = int((time.time() - fr.EPOCH_UNIX) * 4)
+        self.ctr = int((time.time() - host.EPOCH_UNIX) * 4)
         # Events delivered, by (device, seq, crc): the last SEEN_KEPT are kept in the state
         # file, so a retransmission whose ACK was lost is not delivered again by the next run.
         self.seen: dict[tuple[int, int, int], None] = {}
@@ -107,7 +108,7 @@ class HostLink:
         d = f.to_dict()
         # The detector's clock, or (unset: time 0) the host's reception time, labelled so.
         if f.time:
-            d["time_utc"] = _utc(f.time + fr.EPOCH_UNIX)
+            d["time_utc"] = _utc(f.time + host.EPOCH_UNIX)
         else:
             d["clock"] = "unset"
             d["rx_utc"] = _utc(time.time(), ms=True)
@@ -151,7 +152,9 @@ class HostLink:
         return "nothing at all: is this the detector's link port, and is it running?"
 
     def send(self, typ: int, fields: dict, auth: bool = True) -> bytes:
-        wire = b"\x00" + self.enc.message(typ, int(time.time()) - fr.EPOCH_UNIX, fields, auth=auth)
+        wire = b"\x00" + self.enc.message(
+            typ, int(time.time()) - host.EPOCH_UNIX, fields, auth=auth
+        )
         self.ser.write(wire)
         return wire
 
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "selftest": {"cmd": "selftest"},
         "get-config": {"cmd": "get_config"},
         "reboot": {"cmd": "reboot"},
-        "time-sync": {"cmd": "time_sync", "set_time": fr.efd_time(int(time.time()))},
+        "time-sync": {"cmd": "time_sync", "set_time": host.efd_time(int(time.time()))},
         "snapshot": {"cmd": "snapshot", "snap_id": 0},
         "set-config": {"cmd": "set_config", "params": params},
     }.get(a.action, {})

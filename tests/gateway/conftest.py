@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from protocol import frame as fr
+from protocol import host
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SH = ROOT / "scripts" / "broker.sh"
@@ -207,7 +208,7 @@ def rs485_bus(
                 continue
             if drop is not None and drop(f):
                 continue
-            for out in dets[f.device].downlink(seg + b"\x00", time.monotonic(), fr.now()):
+            for out in dets[f.device].downlink(seg + b"\x00", time.monotonic(), host.now()):
                 os.write(master, out)
                 if f.device == noise_after:
                     os.write(master, b"\x55\xaa garbage \x00")

@@ -12,7 +12,7 @@ import csv
 import io
 
 from efd import events as ev
-from protocol import frame as fr
+from protocol import host
 from tests.gateway.conftest import run_cli
 from tools.fleet.detector import VirtualDetector
 from tools.gateway import query as Q
@@ -45,12 +45,12 @@ def setup(tmp_path):
 
 def deliver(gw: Gateway, det: VirtualDetector, link: Link) -> None:
     """The in-flight event to the gateway, committed, and its ACK back to the detector."""
-    w = det.uplink(0.0, fr.now())
+    w = det.uplink(0.0, host.now())
     assert w is not None
     gw.handle(w, link)
     gw.flush()
     for a in link.sent:
-        det.downlink(a, 0.0, fr.now())
+        det.downlink(a, 0.0, host.now())
     link.sent.clear()
 
 
@@ -65,26 +65,26 @@ def test_latched_before_the_gateway_saw_it(tmp_path):
     link = Link()
     # 1: latched on residual before the gateway ever heard it (the event went nowhere).
     dets[1].latched |= 1 << ev.RESIDUAL
-    gw.handle(dets[1].telemetry(fr.now()), link)  # the first telemetry is tagged
+    gw.handle(dets[1].telemetry(host.now()), link)  # the first telemetry is tagged
     # 2: the same bits, but only in untagged telemetry: information only, no alarm.
     dets[2].latched |= 1 << ev.RESIDUAL
-    dets[2].auth_at = fr.now()  # its tagged one a minute is not due
-    gw.handle(dets[2].telemetry(fr.now()), link)
+    dets[2].auth_at = host.now()  # its tagged one a minute is not due
+    gw.handle(dets[2].telemetry(host.now()), link)
     # 3: an alarm with its event stored: one row, from the event.
     dets[3].raise_event(ev.ALARM, ev.TEMP0, 900, 700)
-    gw.handle(dets[3].telemetry(fr.now()), link)
+    gw.handle(dets[3].telemetry(host.now()), link)
     deliver(gw, dets[3], link)
     # 4: telemetry showed an alarm, then the reset event arrived: the event is newer.
     dets[4].latched |= 1 << ev.PHASE0
-    gw.handle(dets[4].telemetry(fr.now()), link)
+    gw.handle(dets[4].telemetry(host.now()), link)
     gw.flush()
     dets[4].raise_event(ev.RESET, ev.PHASE0, 0, 0)
     deliver(gw, dets[4], link)
     # 5: a sensor fault shown by the status flag, no FAULT event stored: channel unknown.
     dets[5].fault |= 1 << ev.TEMP0 + 1
-    gw.handle(dets[5].telemetry(fr.now()), link)
+    gw.handle(dets[5].telemetry(host.now()), link)
     # 6: nothing.
-    gw.handle(dets[6].telemetry(fr.now()), link)
+    gw.handle(dets[6].telemetry(host.now()), link)
     gw.close()
 
     assert rows(st) == {
@@ -128,7 +128,7 @@ def test_a_later_alarm_in_telemetry_overrules_an_older_normal_state(tmp_path):
     deliver(gw, d, link)
     assert rows(st) == {}
     d.latched |= 1 << ev.RESIDUAL
-    gw.handle(d.telemetry(fr.now()), link)
+    gw.handle(d.telemetry(host.now()), link)
     gw.close()
     assert rows(st) == {(1, "residual"): ("alarm", "telemetry")}
     _cols, out = Q.alarms(st.db, include_normal=True)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from efd import events as ev
-from protocol import frame as fr
+from protocol import host
 from tests.gateway.conftest import SECRET, run_cli
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import Gateway
@@ -39,8 +39,8 @@ def db(tmp_path_factory, fleet_files):
             v.raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)
         if i % 75 == 1:
             v.raise_event(ev.FAULT, ev.TEMP0 + 1, ev.FAULT_OPEN, 0)
-        gw.handle(v.telemetry(fr.now()), link)
-        w = v.uplink(0.0, fr.now())
+        gw.handle(v.telemetry(host.now()), link)
+        w = v.uplink(0.0, host.now())
         if w:
             gw.handle(w, link)
     gw.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from efd import events as ev
-from protocol import auth
+from protocol import auth, host
 from protocol import frame as fr
 from protocol import messages as M
 from tests.gateway.conftest import rs485_bus, run_cli, start_gateway
@@ -53,7 +53,7 @@ class Wire:
             self.log.append(("cmd", f.counter))
         if self.det is None or self.drop_down(f):
             return
-        for out in self.det.downlink(wire, time.monotonic(), fr.now()):
+        for out in self.det.downlink(wire, time.monotonic(), host.now()):
             if not self.drop_up(fr.decode(out)):
                 self.up.append(out)
 
@@ -82,7 +82,7 @@ def setup(tmp_path, det_on=True, **kw):
 
 def hello(gw: Gateway, wire: Wire) -> None:
     """The detector is heard once, so the gateway has a route to it."""
-    gw.handle(VirtualDetector(7, derive_key(SECRET, 7)).telemetry(fr.now()), wire)
+    gw.handle(VirtualDetector(7, derive_key(SECRET, 7)).telemetry(host.now()), wire)
 
 
 def run(gw: Gateway, wire: Wire, until: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -366,7 +366,7 @@ def test_event_whose_batch_failed_is_stored_when_retransmitted(tmp_path, monkeyp
     hello(gw, wire)
     gw.flush()
     enc = fr.Encoder(7, auth.Key(derive_key(SECRET, 7)), counter=lambda: 0x00010005)
-    event = bytes(enc.view(enc.event(fr.now(), ev.ALARM, ev.RESIDUAL, 400, 270)))
+    event = bytes(enc.view(enc.event(host.now(), ev.ALARM, ev.RESIDUAL, 400, 270)))
     real_flush = st.flush
 
     def failing_flush(*a, **k):

@@ -35,7 +35,7 @@ class Link:
         self.up: list[bytes] = []
 
     def send(self, device: int, wire: bytes, addr) -> None:
-        self.up.extend(self.det.downlink(wire, time.monotonic(), fr.now()))
+        self.up.extend(self.det.downlink(wire, time.monotonic(), host.now()))
 
 
 def gateway(tmp_path, det: VirtualDetector):
@@ -44,7 +44,7 @@ def gateway(tmp_path, det: VirtualDetector):
     gw = Gateway({DEV: Device(DEV, "d", "", "", "", KEY)}, st, name="s", cmd_retry=0.05,
                  publish=lambda t, p, r: pubs.append((t, json.loads(p))))  # fmt: skip
     link = Link(det)
-    gw.handle(det.hello(fr.now()), link)  # the first boot's HELLO: the gateway has a route
+    gw.handle(det.hello(host.now()), link)  # the first boot's HELLO: the gateway has a route
     return gw, st, link, pubs
 
 
@@ -104,10 +104,10 @@ def test_reboot_command_is_answered_then_a_hello_of_the_new_boot(tmp_path):
 def test_a_retransmitted_reboot_gets_the_cached_result_and_no_second_reboot():
     det = VirtualDetector(DEV, KEY)
     enc = fr.Encoder(DEV, det.key, None)
-    cmd = enc.message(M.COMMAND, fr.now(), {"cmd": "reboot"}, auth=True, counter=500)
-    out = det.downlink(cmd, 0.0, fr.now())
+    cmd = enc.message(M.COMMAND, host.now(), {"cmd": "reboot"}, auth=True, counter=500)
+    out = det.downlink(cmd, 0.0, host.now())
     assert [fr.decode(w).name for w in out] == ["result", "hello"]
-    again = det.downlink(cmd, 0.0, fr.now())  # the RESULT was lost: the host sends it again
+    again = det.downlink(cmd, 0.0, host.now())  # the RESULT was lost: the host sends it again
     assert again == [out[0]] and det.boot == 2 and det.stats.reboots == 1
 
 
@@ -116,10 +116,10 @@ def test_polled_detector_sends_its_hello_at_the_next_poll():
     the new boot's HELLO the next POLL."""
     det = VirtualDetector(DEV, KEY, polled=True)
     enc = fr.Encoder(DEV, det.key, None)
-    cmd = enc.message(M.COMMAND, fr.now(), {"cmd": "reboot"}, auth=True, counter=600)
-    assert [fr.decode(w).name for w in det.downlink(cmd, 0.0, fr.now())] == ["result"]
-    poll = enc.message(M.POLL, fr.now(), {})
-    (w,) = det.downlink(poll, 0.0, fr.now())
+    cmd = enc.message(M.COMMAND, host.now(), {"cmd": "reboot"}, auth=True, counter=600)
+    assert [fr.decode(w).name for w in det.downlink(cmd, 0.0, host.now())] == ["result"]
+    poll = enc.message(M.POLL, host.now(), {})
+    (w,) = det.downlink(poll, 0.0, host.now())
     f = fr.decode(w)
     assert f.name == "hello" and f.fields["boot_count"] == 2
 
@@ -127,11 +127,11 @@ def test_polled_detector_sends_its_hello_at_the_next_poll():
 def test_reboot_keeps_the_event_in_flight_and_the_boot_count_never_wraps():
     det = VirtualDetector(DEV, KEY, boot_count=0xFFFF)
     det.raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)  # not yet acknowledged
-    ev_wire = det.uplink(0.0, fr.now())
-    hello = fr.decode(det.reboot(fr.now()))
+    ev_wire = det.uplink(0.0, host.now())
+    hello = fr.decode(det.reboot(host.now()))
     assert hello.fields["boot_count"] == 0xFFFF  # rule W: at the last boot count it stays
     assert det.inflight is not None and det.inflight.wire == ev_wire  # same bytes (SPEC 8)
-    assert det.uplink(10.0, fr.now()) == ev_wire
+    assert det.uplink(10.0, host.now()) == ev_wire
 
 
 # -- the self-test EVENT -----------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_selftest_command_sends_the_selftest_event(tmp_path):
     res = next(f for f in seen if f.name == "result")
     assert (res.fields["cmd"], res.fields["status"], res.fields["value"]) == ("selftest", "ok", 1)
     # The EVENT goes out with the detector's next uplink (stop-and-wait, SPEC 8).
-    gw.handle(det.uplink(time.monotonic(), fr.now()) or b"", link)
+    gw.handle(det.uplink(time.monotonic(), host.now()) or b"", link)
     gw.flush()
     rows = st.db.execute("SELECT kind, channel, value, threshold FROM events").fetchall()
     assert rows == [("selftest", "residual", 1, 0)]  # SPEC 2: channel 0, 1 pass, threshold 0
@@ -159,8 +159,8 @@ def test_selftest_command_sends_the_selftest_event(tmp_path):
 @pytest.mark.parametrize("overrides", [{}, {"leak_set_ma": 500, "temp_delay_s": 10}])
 def test_config_hash_is_the_canonical_configs_and_the_firmwares(overrides):
     det = VirtualDetector(DEV, KEY, settings=overrides)
-    hello = fr.decode(det.hello(fr.now()))
-    cfg = fr.decode(det.config_frame(fr.now()))
+    hello = fr.decode(det.hello(host.now()))
+    cfg = fr.decode(det.config_frame(host.now()))
     # The CONFIG carries every parameter the detector knows (SPEC 5.1), in id order.
     assert [n for n, _v in cfg.fields["params"]] == list(config.NAMES)
     assert [host.PARAMS.index(n) for n, _v in cfg.fields["params"]] == list(
@@ -195,8 +195,8 @@ def test_set_config_is_checked_all_or_none_like_the_firmware():
     enc = fr.Encoder(DEV, det.key, None)
     before = dict(det.config)
     args = {"cmd": "set_config", "params": [["leak_set_ma", 400], ["temp_set_c", 9999]]}
-    cmd = enc.message(M.COMMAND, fr.now(), args, auth=True, counter=700)
-    (res,) = [fr.decode(w) for w in det.downlink(cmd, 0.0, fr.now())]
+    cmd = enc.message(M.COMMAND, host.now(), args, auth=True, counter=700)
+    (res,) = [fr.decode(w) for w in det.downlink(cmd, 0.0, host.now())]
     # bad_argument, value = the offending parameter id (SPEC 5.9); nothing applied.
     assert (res.fields["status"], res.fields["value"]) == (
         "bad_argument",

@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 from protocol import frame as fr
+from protocol import host
 from protocol import messages as M
 from protocol.auth import Key
 from tests.gateway.conftest import db_counters, free_port, start_gateway
@@ -141,7 +142,7 @@ def test_udp_gateway_survives_garbage(tmp_path, fleet_files, procs):
                  ("127.0.0.1", port))  # fmt: skip
     s.sendto(b"", ("127.0.0.1", port))
     det = VirtualDetector(100001, derive_key(b"gateway-test-fleet-secret", 100001))
-    s.sendto(det.telemetry(fr.now()), ("127.0.0.1", port))
+    s.sendto(det.telemetry(host.now()), ("127.0.0.1", port))
     t_end = time.monotonic() + 10
     c: dict = {}
     while time.monotonic() < t_end:

@@ -42,7 +42,7 @@ class Link:
         self.up: list[bytes] = []
 
     def send(self, device: int, wire: bytes, addr) -> None:
-        self.up.extend(self.det.downlink(wire, time.monotonic(), fr.now()))
+        self.up.extend(self.det.downlink(wire, time.monotonic(), host.now()))
 
 
 def feed(db: Path, raw_json: bool = False) -> tuple[list[tuple[str, dict]], Store]:
@@ -62,7 +62,7 @@ def feed(db: Path, raw_json: bool = False) -> tuple[list[tuple[str, dict]], Stor
     det.values[ev.TEMP0 + 1] = 234
     det.values[ev.PHASE0] = 1234
     det.latched = 1 << ev.TEMP0 + 1
-    gw.handle(det.telemetry(fr.now()), link)
+    gw.handle(det.telemetry(host.now()), link)
     for e in [
         (ev.ALARM, ev.TEMP0 + 1, 712, 700),
         (ev.ROR, ev.TEMP0 + 2, 95, 80),
@@ -71,7 +71,7 @@ def feed(db: Path, raw_json: bool = False) -> tuple[list[tuple[str, dict]], Stor
         (ev.ALARM, ev.RESIDUAL, 320, 300),
     ]:
         det.raise_event(*e)
-        w = det.uplink(time.monotonic(), fr.now())
+        w = det.uplink(time.monotonic(), host.now())
         assert w is not None
         gw.handle(w, link)
         gw.flush()  # ACKs the event
@@ -200,7 +200,7 @@ def test_raw_json_option_over_mqtt(tmp_path, fleet_files, procs, broker):
             ports.append(json.loads((tmp_path / f"{name}.ready").read_text())["udp"][0])
         dev = 100001
         enc = fr.Encoder(dev, auth.Key(derive_key(SECRET, dev)), counter=lambda: 0x00010001)
-        wire = bytes(enc.view(enc.event(fr.now(), ev.ALARM, ev.PHASE0, 3305, 3200)))
+        wire = bytes(enc.view(enc.event(host.now(), ev.ALARM, ev.PHASE0, 3305, 3200)))
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for host_, port in ports:
             s.sendto(wire, (host_, port))

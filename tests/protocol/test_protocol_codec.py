@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from efd import events as ev
 from efd import names
-from protocol import auth, cobs, crc, gen_vectors, messages
+from protocol import auth, cobs, crc, gen_vectors, host, messages
 from protocol import frame as fr
 
 KEY = auth.Key(bytes(range(32)))
@@ -111,9 +111,9 @@ def test_vectors_file_is_up_to_date():
 
 def test_every_message_type_and_command_has_a_vector(vectors):
     names = {v["decoded"]["type"] for v in vectors["vectors"] if "decoded" in v}
-    assert names == set(messages.TYPE_NAMES.values())
+    assert names == set(host.TYPE_NAMES.values())
     cmds = {v["decoded"]["cmd"] for v in vectors["vectors"] if v.get("decoded", {}).get("cmd")}
-    assert cmds >= set(messages.CMD_NAMES[1:])
+    assert cmds >= set(host.CMD_NAMES[1:])
 
 
 def test_golden_vectors_decode_and_reencode(vectors):
@@ -130,7 +130,7 @@ def test_golden_vectors_decode_and_reencode(vectors):
         d = v["decoded"]
         fields = {k: d[k] for k in d if k not in ("type", "device", "seq", "time", "counter")}
         again = enc.message(
-            messages.TYPE_CODES[d["type"]],
+            host.TYPE_CODES[d["type"]],
             d["time"],
             fields,
             auth=d["counter"] is not None,
@@ -167,15 +167,15 @@ _i32 = st.integers(-(2**31), 2**31 - 1)
 _u16 = st.integers(0, 0xFFFE)
 _u32 = st.integers(0, 2**32 - 1)
 _names = st.one_of(
-    st.sampled_from([p for p in messages.PARAMS if p]),
-    st.integers(len(messages.PARAMS), 255).map(lambda i: "p" + str(i)),  # unknown ids survive
+    st.sampled_from([p for p in host.PARAMS if p]),
+    st.integers(len(host.PARAMS), 255).map(lambda i: "p" + str(i)),  # unknown ids survive
 )
 _params = st.lists(st.tuples(_names, _i32).map(list), max_size=40)
 PAYLOADS = {
     messages.HELLO: st.fixed_dictionaries(
         {
             "fw": st.lists(st.integers(0, 255), min_size=3, max_size=3),
-            "reset_cause": st.sampled_from(messages.RESET_CAUSES),
+            "reset_cause": st.sampled_from(host.RESET_CAUSES),
             "boot_count": _u32,
             "config_hash": _u32,
             "host_counter": _u32,
@@ -202,8 +202,8 @@ PAYLOADS = {
     messages.RESULT: st.fixed_dictionaries(
         {
             "cmd_counter": _u32,
-            "cmd": st.sampled_from(messages.CMD_NAMES[1:]),
-            "status": st.sampled_from(messages.RESULT_NAMES),
+            "cmd": st.sampled_from(host.CMD_NAMES[1:]),
+            "status": st.sampled_from(host.RESULT_NAMES),
             "value": _i32,
         }
     ),
@@ -280,14 +280,14 @@ def test_parse_of_any_crc_valid_frame_never_raises(body):
 
 def test_param_ids_name_real_settings():
     config = pytest.importorskip("efd.config")
-    for name in messages.PARAMS[1:]:
+    for name in host.PARAMS[1:]:
         assert name in config.DEFAULTS, name
 
 
 def test_time_epoch():
-    assert fr.efd_time(fr.EPOCH_UNIX + 5) == 5
-    assert fr.efd_time(0) == 0  # before 2020: clock not set
-    assert 0 < fr.now() < 2**30  # a small int on the ESP32 until 2054
+    assert host.efd_time(host.EPOCH_UNIX + 5) == 5
+    assert host.efd_time(0) == 0  # before 2020: clock not set
+    assert 0 < host.now() < 2**30  # a small int on the ESP32 until 2054
 
 
 def test_parse_settings_is_the_one_command_line_parser():

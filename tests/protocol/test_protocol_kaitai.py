@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import cobs, messages
+from protocol import cobs, host
 from protocol import frame as fr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_every_valid_vector_decodes_to_the_codec_fields(EfdFrame, vectors):
         if k.authenticated:
             assert k.tag == raw[-10:-2]
         checked.add(v["decoded"]["type"])
-    assert checked == set(messages.TYPE_NAMES.values())
+    assert checked == set(host.TYPE_NAMES.values())
 
 
 def test_invalid_vectors_are_rejected_by_kaitai_plus_crc(EfdFrame, vectors):

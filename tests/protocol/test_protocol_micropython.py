@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from protocol import frame as fr
-from protocol import gen_vectors, messages
+from protocol import gen_vectors, host
 from tests.mpy import run
 
 pytestmark = pytest.mark.micropython
@@ -47,7 +47,7 @@ def _request(vectors):
         fields = {k: d[k] for k in d if k not in ("type", "device", "seq", "time", "counter")}
         encode.append(
             [
-                messages.TYPE_CODES[d["type"]],
+                host.TYPE_CODES[d["type"]],
                 d["time"],
                 fields,
                 d["counter"] is not None,

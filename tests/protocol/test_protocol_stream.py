@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from efd import events as ev
-from protocol import auth, cobs, session
+from protocol import auth, cobs, host, session
 from protocol import frame as fr
 from protocol.stream import StreamDecoder
 
@@ -118,7 +118,7 @@ class StreamMachine(RuleBasedStateMachine):
                     e = self.host.check(r)
                     assert e is None or e.name == "duplicate", e
             else:
-                assert r.name in fr.ERROR_NAMES
+                assert r.name in host.ERROR_NAMES
                 self.errors += 1
 
     @invariant()

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from protocol import frame as fr
+from protocol import host
 from tests.security.common import (
     DEV,
     DEV2,
@@ -163,9 +163,9 @@ def test_udp_gateway_survives_the_two_datagrams(tmp_path):
     p, db = _start(tmp_path, port)
     try:
         det = VirtualDetector(DEV, key(DEV), retry_s=0.0)
-        s.sendto(untagged_hello(DEV, 0xFFFFFFFF, fr.now()), ("127.0.0.1", port))
+        s.sendto(untagged_hello(DEV, 0xFFFFFFFF, host.now()), ("127.0.0.1", port))
         det.raise_event(2, 0, 320, 300)
-        ev = det.uplink(0.0, fr.now()) or b""
+        ev = det.uplink(0.0, host.now()) or b""
         counters = []
         for _ in range(2):  # the event, then its replay
             s.sendto(ev, ("127.0.0.1", port))

@@ -313,7 +313,7 @@ class VirtualDetector:
             s = self.inflight
             fl = f.fields
             if (s is not None and fl["ack_seq"] == s.seq and fl["ack_crc"] == s.crc
-                    and fl["ack_type"] == M.TYPE_NAMES[s.typ]):  # fmt: skip
+                    and fl["ack_type"] == host.TYPE_NAMES[s.typ]):  # fmt: skip
                 self.inflight = None
                 self.stats.acked += 1
             if self.polled:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol import frame as fr
+from protocol import host
 from tools.fleet.detector import VirtualDetector
 from tools.fleet.timeline import Timeline
 from tools.gateway.registry import Device
@@ -81,7 +82,7 @@ class Fleet:
             self.errors += 1
             return
         now = time.monotonic()
-        for out in d.downlink(wire, now, fr.now()):
+        for out in d.downlink(wire, now, host.now()):
             self.send(d.device, out)
         if (d.queue or d.inflight is not None) and d not in self.active:
             self.active.append(d)  # events a command raised (reset, selftest): sent too
@@ -125,7 +126,7 @@ class Fleet:
         o = self.o
         n = len(self.dets)
         t0 = time.monotonic()
-        wire_now = fr.now()
+        wire_now = host.now()
         if o.hello:
             for d in self.dets:
                 self.send(d.device, d.hello(wire_now))
@@ -138,7 +139,7 @@ class Fleet:
             if now >= next_progress:
                 next_progress = now + o.progress
                 self._progress(now, t0, now >= t_end)
-            wire_now = fr.now()
+            wire_now = host.now()
             if now < t_end:
                 due = int((now - t0) * rate)
                 while self.sent_tel < due:

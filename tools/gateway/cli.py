@@ -334,7 +334,7 @@ def command_fields(args) -> dict:
         except ValueError as e:
             raise UsageError(f"--param: {e}") from None
     elif args.name == "time_sync":
-        from protocol.frame import now
+        from protocol.host import now
 
         f["set_time"] = now()
     elif args.name == "snapshot":

@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from protocol import frame as fr
+from protocol import host
 from protocol import messages as M
 from protocol.auth import Key
 from protocol.host import HOST_REQUIRES, physical
@@ -659,7 +660,7 @@ class Gateway:
                 return
             wire = st.enc.message(
                 M.ACK,
-                fr.efd_time(int(now)),
+                host.efd_time(int(now)),
                 {"ack_type": f.type, "ack_seq": f.seq, "ack_crc": f.crc},
                 auth=True,
                 counter=counter,
@@ -690,7 +691,7 @@ class Gateway:
                 f"device {device}: host counter exhausted, re-provision it with a new key"
             )
         try:
-            M.check_command(fields)  # set_config: the detector's own ranges (protocol/host.py)
+            host.check_command(fields)  # set_config: the detector's own ranges (protocol/host.py)
             M.pack(M.COMMAND, fields, bytearray(256), 0)  # validate now, encode when sent
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"bad command {fields!r}: {e}") from None
@@ -727,7 +728,7 @@ class Gateway:
                 continue
             c.counter = counter
             c.wire = st.enc.message(
-                M.COMMAND, fr.efd_time(int(now)), c.fields, auth=True, counter=c.counter
+                M.COMMAND, host.efd_time(int(now)), c.fields, auth=True, counter=c.counter
             )
             c.status = "sent"
             c.first_sent = now
@@ -910,7 +911,7 @@ class Gateway:
         d = f.to_dict()
         if self.raw_json:
             if kind == "telemetry":
-                d["flags"] = M.status_flags(d["status"])
+                d["flags"] = host.status_flags(d["status"])
         else:  # degC, A, mA and names, with `units` (docs/gateway.md, MQTT topics)
             d = physical(d)
         if extra:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from protocol import frame as fr
+from protocol import host
 from protocol import messages as M
 from protocol.stream import StreamDecoder
 from tools.gateway.core import Gateway
@@ -369,7 +370,7 @@ class SerialLink:
         enc = self._poll_enc.get(device)
         if enc is None:
             enc = self._poll_enc[device] = fr.Encoder(device)
-        got = self._slot(enc.message(M.POLL, fr.now(), {}))
+        got = self._slot(enc.message(M.POLL, host.now(), {}))
         if not got:
             self.gw_count("poll_timeout")
         return got

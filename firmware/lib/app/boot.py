@@ -1,6 +1,7 @@
 # Boot, for app.run.App: identity, settings and state files, and the HELLO frame's fields.
 # app.run loads this module once, before it allocates the detector, the log and the link, and
 # drops it again (with what it imported), so none of this code stays on the heap.
+import os
 from binascii import unhexlify
 
 from app import VERSION, settings, store
@@ -38,9 +39,17 @@ def boot(app, hal):
         # fault, a board given a copy of the identity). The downlink mark is gone, so any old
         # command would pass as new: lock commands until re-provisioned (SPEC.md §7.4). The
         # lock is persisted with the new state.
+        st = {}
         if key is not None:
             app.problems |= 4
-        st = {}
+            # Its boot count is gone too. Counting again from 1 would repeat counters sent
+            # before under this key: with the clock unset, an event could come out byte for
+            # byte like one the host stored, be taken for its retransmission, ACKed and never
+            # stored (found by the resync end-to-end test). So start at a random boot count in
+            # 0x8000..0xBFFF, far above a healthy detector's (one per boot), below rule W's
+            # end; resync lifts it further if the host's marks are higher (SPEC.md §7.4).
+            r = os.urandom(2)
+            st["boots"] = 0x7FFF + ((r[0] << 8 | r[1]) & 0x3FFF)
     if st.get("locked"):
         app.problems |= 4
     app.boots = int(st.get("boots", 0)) + 1
