@@ -127,13 +127,19 @@ def first_contact(port: str, timeout: float = FIRST_CONTACT_S) -> None:
         raise SystemExit(_no_access(port, e)) from None
     got = bytearray()
     try:
-        ser.write(b"\r\x03")  # Ctrl-C: stop main.py
-        end = time.monotonic() + 0.2
-        while time.monotonic() < end:
-            got += ser.read(256)
-        ser.write(b"\r\x01")  # Ctrl-A: the raw REPL, which says so
+        # Ctrl-C stops main.py, Ctrl-A asks for the raw REPL, which says so. A running
+        # firmware may take a moment to stop (it finishes its window and prints its
+        # indicators), and keys sent meanwhile are lost: so both again every 0.5 s until the
+        # banner comes, as mpremote's own raw-REPL entry retries.
         end = time.monotonic() + timeout
+        again = 0.0
         while time.monotonic() < end:
+            if time.monotonic() >= again:
+                ser.write(b"\r\x03")
+                time.sleep(0.1)
+                got += ser.read(256)
+                ser.write(b"\r\x01")
+                again = time.monotonic() + 0.5
             got += ser.read(256)
             if _BANNER in got:
                 ser.write(b"\r\x02")  # Ctrl-B: back to the normal REPL, for mpremote
