@@ -98,3 +98,75 @@ def test_table_rows_are_whole_and_defaults_lie_in_their_range():
 )
 def test_unit_comes_from_the_name(name, unit):
     assert config.unit(name) == unit
+
+
+# The settings as the documentation promises them (docs/detection.md, docs/simulator.md,
+# docs/hardware.md, the header of efd/config.py): name -> (default, lowest, highest). Written
+# out here, not read from efd.config, so a changed default or range is a failing test.
+DOCUMENTED = {
+    "mains_hz": (50, 50, 60),
+    "leak_set_ma": (300, 20, 1000),  # GB 14287.2: set value <= 1000 mA
+    "leak_delay_s": (1, 0, 60),
+    "leak_prealarm_pct": (70, 0, 85),
+    "leak_hyst_pct": (5, 1, 10),
+    "temp_set_c": (70, 45, 150),  # GB 14287.3 products: 45..150 degC
+    "temp_delay_s": (5, 0, 30),  # keeps the alarm within GB 14287.3's 40 s
+    "temp_prealarm_pct": (90, 0, 95),
+    "temp_hyst_c": (2, 1, 10),
+    "temp_ror_c_per_min": (10, 0, 60),
+    "temp_channels": (4, 0, 4),
+    "line_set_a": (32, 1, 630),
+    "line_delay_s": (5, 0, 60),
+    "line_prealarm_pct": (90, 0, 95),
+    "line_hyst_pct": (5, 1, 10),
+    "phase_channels": (3, 0, 3),
+    "arc_enabled": (1, 0, 1),
+    "fault_delay_s": (2, 1, 9),  # faults reported within 10 s
+    "res_gain_q12": (4096, 1, 60000),  # 1 mA per count; rms.GAIN_MAX keeps products < 2^30
+    "phase_gain_q12": (40960, 1, 60000),  # 0.1 A per count
+    "ct_bias_lo": (1648, 256, 2047),
+    "ct_bias_hi": (2448, 2049, 3839),
+}
+
+
+def test_every_setting_has_its_documented_default():
+    cfg = config.make()
+    assert list(cfg) == list(DOCUMENTED) == list(config.NAMES)
+    assert {k: cfg[k] for k in cfg} == {k: d for k, (d, _, _) in DOCUMENTED.items()}
+
+
+@pytest.mark.parametrize("name", [n for n in DOCUMENTED if n != "mains_hz"])
+def test_every_range_is_probed_at_both_ends(name):
+    _, lo, hi = DOCUMENTED[name]
+    other = {"ct_bias_lo": "ct_bias_hi", "ct_bias_hi": "ct_bias_lo"}
+    for ok in (lo, hi):
+        assert config.make({name: ok})[name] == ok
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(config.ConfigError) as e:
+            config.make({name: bad})
+        assert e.value.key == name
+        assert f"must be in {lo}..{hi}" in e.value.reason and e.value.reason.endswith(str(bad))
+    assert config.limits(name) == (lo, hi)
+    if name in other:
+        config.make({name: lo, other[name]: DOCUMENTED[other[name]][0]})
+
+
+def test_mains_is_50_or_60_hz_only():
+    assert config.limits("mains_hz") == (50, 60)
+    for ok in (50, 60):
+        assert config.make({"mains_hz": ok})["mains_hz"] == ok
+    for bad in (0, 49, 51, 55, 59, 61):
+        with pytest.raises(config.ConfigError, match="must be 50 or 60, got " + str(bad)):
+            config.make({"mains_hz": bad})
+
+
+def test_settings_are_checked_one_by_one_and_applied_together():
+    cfg = config.make({"leak_set_ma": 20, "temp_set_c": 150, "ct_bias_lo": 2047})
+    assert (cfg["leak_set_ma"], cfg["temp_set_c"], cfg["ct_bias_lo"]) == (20, 150, 2047)
+    assert config.make(None) == config.make({}) == config.DEFAULTS
+    with pytest.raises(config.ConfigError) as e:
+        config.make({"leak_set_ma": 300, "temp_delay_s": 31})
+    assert e.value.key == "temp_delay_s"
+    for bad in (True, False, 1.0, "1", None):
+        with pytest.raises(config.ConfigError, match="whole number"):
+            config.check("arc_enabled", bad)

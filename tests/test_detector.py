@@ -5,13 +5,16 @@ Residual current (GB 14287.2): never alarm at <= 80 % of set, always at >= 100 %
 Temperature (GB 14287.3): alarm within 40 s of the point reaching set. Arc (GB 14287.4):
 >= 14 half-cycles/s alarms, <= 9 never. Sensor faults reported within 10 s, never read as
 "no leakage", cleared on recovery.
+
+Every property runs with a fixed @seed (and the ci profile derandomizes on top): these are
+conformance checks, and whether one fails must not depend on the draw (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, seed, settings
 from hypothesis import strategies as st
 
 from efd import rms, ticks
@@ -40,6 +43,7 @@ def leak_run(set_ma, delay_s, level, seconds, cond, t0_ms=0, onset_s=0.0):
 # -- GB 14287.2 -----------------------------------------------------------------------------
 
 
+@seed(14288)
 @given(
     st.integers(20, 1000), st.floats(0, 0.80), st.integers(0, 25), line_conditions(), clock_starts
 )
@@ -49,6 +53,7 @@ def test_leakage_at_or_below_80pct_of_set_never_alarms(set_ma, ratio, delay, con
     assert not kinds(events, "residual", "alarm"), events
 
 
+@seed(14289)
 @given(
     st.integers(20, 1000), st.floats(1.0, 1.5), st.integers(0, 25), line_conditions(), clock_starts
 )
@@ -64,6 +69,7 @@ def test_leakage_at_or_above_set_alarms_within_30s(set_ma, ratio, delay, cond, t
     assert det.alarmed()
 
 
+@seed(14290)
 @given(st.integers(20, 1000), st.integers(2, 25), st.data(), line_conditions())
 @settings(max_examples=40)
 def test_leakage_dropping_back_during_the_delay_cancels(set_ma, delay, data, cond):
@@ -88,6 +94,7 @@ def test_leakage_dropping_back_during_the_delay_cancels(set_ma, delay, data, con
     assert not kinds(events, "residual", "alarm"), (pieces, events)
 
 
+@seed(14291)
 @given(st.integers(20, 1000), line_conditions())
 @settings(max_examples=30)
 def test_leakage_alarm_latches_and_reset_needs_the_condition_gone(set_ma, cond):
@@ -138,6 +145,7 @@ CT_FAULTS = {
 }
 
 
+@seed(14292)
 @given(st.sampled_from(sorted(CT_FAULTS)), st.floats(0, 20), st.floats(12, 40), st.integers(1, 9))
 @settings(max_examples=40)
 def test_ct_lead_fault_reported_within_10s_and_cleared_on_recovery(kind, t_f, dur, fault_s):
@@ -193,6 +201,7 @@ def temp_run(cfg, temps_c, noise=1.0, seed=0, channel=0):
     return drive.collect(det, n, temps=temps), det
 
 
+@seed(14293)
 @given(
     st.integers(45, 150),
     st.integers(0, 30),
@@ -212,6 +221,7 @@ def test_temperature_alarm_within_40s_of_reaching_set(set_c, delay, rate, ch, se
     assert alarms and alarms[0].t - reach <= 40.0, (alarms, reach)
 
 
+@seed(14294)
 @given(st.integers(45, 150), st.floats(0, 25), st.integers(0, 2**32 - 1))
 @settings(max_examples=40)
 def test_temperature_below_set_by_the_accuracy_never_alarms(set_c, below_by, seed):
@@ -220,6 +230,7 @@ def test_temperature_below_set_by_the_accuracy_never_alarms(set_c, below_by, see
     assert not kinds(ev, "temp0", "alarm")
 
 
+@seed(14295)
 @given(st.sampled_from(["open", "short"]), st.integers(0, 3), st.integers(1, 9))
 @settings(max_examples=20)
 def test_ntc_open_or_short_is_a_fault_never_an_alarm(kind, ch, fault_s):
@@ -236,6 +247,7 @@ def test_ntc_open_or_short_is_a_fault_never_an_alarm(kind, ch, fault_s):
     assert not [e for e in ev if e.kind == "alarm"], ev
 
 
+@seed(14296)
 @given(st.floats(12, 40), st.floats(0, 6))
 @settings(max_examples=20)
 def test_rate_of_rise_prealarm(fast, slow):
@@ -250,7 +262,10 @@ def test_rate_of_rise_prealarm(fast, slow):
 # -- arc (GB 14287.4) ---------------------------------------------------------------------------
 
 
+@seed(14297)
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=40))
+@example([13, 9, 13, 14])  # the boundary itself, whatever the draws
+@example([9] * 30)
 def test_arc_14_half_cycles_alarm_9_never(counts):
     det = Detector()
     n_win = len(counts) * 10
@@ -287,6 +302,7 @@ def test_out_of_range_settings_are_rejected_with_the_key(bad):
 # -- 32-bit safety of the whole per-window path -------------------------------------------------
 
 
+@seed(14298)
 @given(
     st.lists(st.sampled_from([0, 1, 2047, 2048, 4094, 4095]), min_size=N, max_size=N),
     st.lists(st.integers(0, 4095), min_size=4, max_size=4),
@@ -308,6 +324,7 @@ def test_every_intermediate_of_process_fits_31_bits(codes, temp_codes, now, gain
 # -- line current (overload) ----------------------------------------------------------------------
 
 
+@seed(14299)
 @given(
     st.integers(5, 100),
     st.sampled_from([0.5, 0.9, 0.95]),

@@ -54,6 +54,123 @@ def waveforms(draw, lo_ma=20, hi_ma=1000):
     return adc.to_codes(y, 1.0, bias=bias).tolist()
 
 
+# -- exact answers first (`make mutate` stops at the first failure) -------------------------------
+
+
+@pytest.fixture
+def finishes_quickly():
+    """isqrt() and rms8() are short loops: one that never ends is a watchdog reset on the
+    chip. Fail in 2 s instead of hanging the run."""
+    import signal
+
+    def stuck(*_):
+        raise TimeoutError("did not finish")
+
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(2)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _small_windows():
+    """Every window of n = 1, 2, 4, 8 samples with offsets from MID in -2..2, and a few
+    large ones: for these n, n^2 divides 64, so 64 x variance is a whole number."""
+    import itertools
+
+    out = []
+    for n in (1, 2, 4):
+        out += [list(d) for d in itertools.product(range(-2, 3), repeat=n)]
+    out += [list(d) for d in itertools.product((-1, 0, 2), repeat=8)]
+    out += [[2047] * 8, [-2048] * 8, [-2048, 2047] * 4, [-2048] + [2047] * 7, [5, -3] * 4]
+    return out
+
+
+def test_variance_and_rms_are_exact_where_the_answer_is_whole(finishes_quickly):
+    for d in _small_windows():
+        n, s1, s2 = len(d), sum(d), sum(x * x for x in d)
+        v = 64 * (n * s2 - s1 * s1) // (n * n)  # exact: n * n divides 64 here
+        assert rms.variance64(n, s1, s2) == v, d
+        # Rounded to nearest, halves up: floor(sqrt(v) + 1/2) = (isqrt(4v) + 1) // 2.
+        assert rms.rms8(n, s1, s2) == (math.isqrt(4 * v) + 1) // 2, d
+
+
+def test_variance_of_a_full_window_is_within_one_of_exact(finishes_quickly):
+    rng = np.random.default_rng(64)
+    for _ in range(300):
+        d = rng.integers(-2048, 2048, N) if rng.random() < 0.5 else rng.integers(-3, 4, N)
+        s1, s2 = int(d.sum()), int((d * d).sum())
+        exact = 64 * (N * s2 - s1 * s1)  # / N^2
+        v = rms.variance64(N, s1, s2)
+        assert (v - 1) * N * N <= exact < (v + 1) * N * N, d  # floor(64 var) or one more
+
+
+def test_isqrt_exhaustive_to_2_16_and_at_powers(finishes_quickly):
+    for x in range(1 << 16):
+        assert rms.isqrt(x) == math.isqrt(x), x
+    for k in range(31):
+        for x in ((1 << k) - 1, 1 << k, (1 << k) + 1):
+            if x < 1 << 30:
+                assert rms.isqrt(x) == math.isqrt(x), x
+
+
+def test_to_units_rounds_half_up(finishes_quickly):
+    # rms8 * gain / 2^15, to nearest: 4096 is 1 unit per count (8 rms8 steps).
+    assert [rms.to_units(r8, 4096) for r8 in (0, 3, 4, 11, 12, 16380)] == [0, 0, 1, 1, 2, 2048]
+    assert rms.to_units(1, 16384) == 1 and rms.to_units(1, 16383) == 0
+    assert rms.to_units(16380, 60000) == (16380 * 60000 + (1 << 14)) >> 15
+
+
+def test_mean_code_rounds_down():
+    assert rms.mean_code(N, 0) == rms.MID
+    assert rms.mean_code(N, -1) == rms.MID - 1
+    assert rms.mean_code(N, N - 1) == rms.MID
+    assert rms.mean_code(N, -N) == rms.MID - 1 and rms.mean_code(N, -N - 1) == rms.MID - 2
+
+
+def test_a_window_is_five_whole_mains_cycles():
+    """Coherent sampling: N samples at the HAL's rate hold whole cycles at 50 and 60 Hz, so a
+    sine of any phase averages to its bias and its RMS is amplitude / sqrt(2)."""
+    for mains in (50, 60):
+        fs = adc.sample_rate(mains)
+        assert N * mains % fs == 0 and N * mains // fs == 5
+        for phase in (0.0, 0.3, 1.1):
+            y = 1000 * np.sin(2 * np.pi * mains * np.arange(N) / fs + phase)
+            assert abs(y.mean()) < 1e-6
+            assert abs(np.sqrt(np.mean(y * y)) - 1000 / math.sqrt(2)) < 1e-6
+
+
+def test_gain_range_is_the_kernel_s_safe_range():
+    """config accepts exactly the gains the kernel keeps below 2^30 (rms.GAIN_MAX)."""
+    from efd import config
+
+    for key in ("res_gain_q12", "phase_gain_q12"):
+        config.make({key: rms.GAIN_MAX})
+        with pytest.raises(config.ConfigError):
+            config.make({key: rms.GAIN_MAX + 1})
+    assert 16380 * rms.GAIN_MAX + (1 << 14) < 1 << 30
+
+
+def test_cpython_stands_in_for_the_micropython_module():
+    """Under CPython, efd.compat's shim answers every micropython call the firmware and the
+    board twin make, as the device would (decorators keep the function)."""
+    from efd import compat
+
+    mp = compat.micropython
+    assert not compat.MICROPYTHON
+    assert mp.const(7) == compat.const(7) == 7
+
+    def f(x):
+        return x + 1
+
+    assert mp.native(f) is f and mp.viper(f) is f
+    mp.heap_lock()
+    mp.heap_unlock()
+    mp.alloc_emergency_exception_buf(100)
+    buf = bytearray(4)
+    assert compat.ptr8(buf) is buf and compat.ptr16(buf) is buf and compat.ptr32(buf) is buf
+
+
 @given(waveforms())
 def test_rms_within_1pct_plus_1ma_of_float_reference(codes):
     """Issue #2: fixed point within 1 % of reading + 1 mA of float RMS of the same samples."""
@@ -134,6 +251,9 @@ def _vectors(n=60, seed=7):
             ).tolist()
         )
     vecs.append(rng.integers(0, 4096, N).tolist())
+    # Clip edges: the viper kernel writes CLIP_LO / CLIP_HI as literals.
+    for code in (2, 3, 4, 4091, 4092, 4093):
+        vecs.append([code] * 3 + [2048] * (N - 3))
     return vecs
 
 

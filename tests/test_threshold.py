@@ -5,7 +5,7 @@ the channels of a bank (rules, fault debouncers, rate-of-rise) never interfere."
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, seed
 from hypothesis import strategies as st
 
 from efd import ticks
@@ -38,6 +38,7 @@ start_times = st.one_of(st.just(0), st.integers(0, ticks.MASK), st.just(ticks.MA
 values = st.integers(0, 2000)
 
 
+@seed(14388)
 @given(st.lists(values, max_size=300), st.integers(0, 10_000), start_times)
 def test_never_alarms_below_the_alarm_point(vals, delay, t0):
     rule, _ = make(delay_ms=delay)
@@ -46,6 +47,7 @@ def test_never_alarms_below_the_alarm_point(vals, delay, t0):
     assert not rule.latched(0)
 
 
+@seed(14389)
 @given(st.integers(0, 60_000), st.integers(900, 5000), st.integers(0, 50), start_times)
 def test_alarm_exactly_when_the_delay_has_elapsed(delay, level, lead_in, t0):
     rule, _ = make(delay_ms=delay)
@@ -58,6 +60,7 @@ def test_alarm_exactly_when_the_delay_has_elapsed(delay, level, lead_in, t0):
     assert alarms == [want]
 
 
+@seed(14390)
 @given(st.integers(200, 60_000), st.data(), start_times)
 def test_falling_back_during_the_delay_cancels(delay, data, t0):
     rule, _ = make(delay_ms=delay)
@@ -70,6 +73,7 @@ def test_falling_back_during_the_delay_cancels(delay, data, t0):
     assert ALARM not in [k for k, _ in feed(rule, vals, t0)]
 
 
+@seed(14391)
 @given(st.lists(values, max_size=200), start_times)
 def test_alarm_latches_until_reset(after, t0):
     rule, _q = make(delay_ms=0)
@@ -79,6 +83,7 @@ def test_alarm_latches_until_reset(after, t0):
     assert rule.latched(0), "an alarm must stay latched whatever the value does afterwards"
 
 
+@seed(14392)
 @given(st.integers(851, 5000))
 def test_reset_refused_while_the_condition_is_present(level):
     rule, q = make(delay_ms=0)
@@ -88,6 +93,7 @@ def test_reset_refused_while_the_condition_is_present(level):
     assert RESET not in [e[0] for e in q.drain()]
 
 
+@seed(14393)
 @given(st.integers(0, 849))
 def test_reset_clears_the_latch_once_the_condition_is_gone(level):
     rule, q = make(delay_ms=0)
@@ -107,6 +113,7 @@ def test_prealarm_then_alarm_then_clear_with_hysteresis():
     assert ev[1][1] == 700  # onset at 400 ms + 300 ms delay
 
 
+@seed(14394)
 @given(st.lists(st.integers(600, 800), min_size=1, max_size=200))
 def test_prealarm_hysteresis_matches_a_two_level_reference(vals):
     """Noise around the pre-alarm level: PREALARM at >= 700, CLEAR only below 650, alternating."""
@@ -151,6 +158,7 @@ channel_pairs = st.permutations(range(3)).map(lambda p: (p[0], p[1]))
 levels = st.tuples(*[st.integers(0, 3000)] * 2, st.integers(0, 300), st.integers(0, 3000))
 
 
+@seed(14395)
 @given(levels)
 def test_levels_are_what_was_configured_and_off_before(lv):
     bank = Thresholds(2, EventQueue())
@@ -159,6 +167,7 @@ def test_levels_are_what_was_configured_and_off_before(lv):
     assert bank.levels(1) == lv[:2] and bank.levels(0) == (OFF, OFF)
 
 
+@seed(14396)
 @given(channel_pairs, levels, levels, st.data(), start_times)
 def test_threshold_channels_never_interfere(ab, levels_a, levels_b, data, t0):
     a, b = ab
@@ -185,6 +194,7 @@ def test_threshold_channels_never_interfere(ab, levels_a, levels_b, data, t0):
     assert alone == shared
 
 
+@seed(14397)
 @given(channel_pairs, st.integers(0, 9000), st.data(), start_times)
 def test_fault_channels_never_interfere(ab, delay, data, t0):
     a, b = ab
@@ -205,6 +215,7 @@ def test_fault_channels_never_interfere(ab, delay, data, t0):
     assert alone == shared
 
 
+@seed(14398)
 @given(st.permutations(range(4)), st.integers(1, 300), st.data(), start_times)
 def test_rate_of_rise_channels_never_interfere(perm, threshold, data, t0):
     a, b = perm[0], perm[1]

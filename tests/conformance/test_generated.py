@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from host_sim import kernel, simulate
@@ -48,6 +48,7 @@ def alarms(events: list[dict], channel: str) -> list[dict]:
     return [e for e in events if e["channel"] == channel and e["kind"] == "alarm"]
 
 
+@seed(14488)
 @given(
     line(),
     st.integers(20, 1000),
@@ -77,6 +78,7 @@ def test_residual_at_or_below_80pct_never_alarms(doc, set_ma, delay, levels, har
     assert not alarms(events, "residual"), events
 
 
+@seed(14489)
 @given(line(), st.integers(20, 1000), st.integers(0, 25), st.floats(1.0, 1.2), harmonics())
 @settings(max_examples=EXAMPLES)
 def test_residual_at_or_above_set_alarms_within_30s(doc, set_ma, delay, ratio, harm):
@@ -92,6 +94,7 @@ def test_residual_at_or_above_set_alarms_within_30s(doc, set_ma, delay, ratio, h
     assert delay <= found[0]["t"] - onset <= 30
 
 
+@seed(14490)
 @given(line(), st.integers(20, 1000), st.floats(0.02, 0.2), st.floats(0.0, 0.5))
 @settings(max_examples=EXAMPLES)
 def test_residual_staircase_alarm_value_inside_80_100pct(doc, set_ma, step, start):
@@ -120,6 +123,7 @@ def test_residual_staircase_alarm_value_inside_80_100pct(doc, set_ma, step, star
     assert value - step < 1.0 - 1e-9, value  # never missed a step >= 100 %
 
 
+@seed(14491)
 @given(line(), st.integers(20, 1000), st.floats(0.05, 0.2), harmonics())
 @settings(max_examples=EXAMPLES)
 def test_residual_slow_ramp_alarm_value_inside_80_100pct(doc, set_ma, rate, harm):
@@ -143,6 +147,7 @@ def test_residual_slow_ramp_alarm_value_inside_80_100pct(doc, set_ma, rate, harm
     assert 0.8 < value <= 1.0, value
 
 
+@seed(14492)
 @given(line(), st.lists(st.integers(0, 9), min_size=1, max_size=5), st.integers(14, 100))
 @settings(max_examples=EXAMPLES)
 def test_arc_rule(doc, quiet_counts, loud):
@@ -157,6 +162,7 @@ def test_arc_rule(doc, quiet_counts, loud):
     assert found and quiet_s < found[0]["t"] <= quiet_s + 30, found
 
 
+@seed(14493)
 @given(line(), st.integers(45, 120), st.floats(-10.0, 10.0), st.integers(0, 30))
 @settings(max_examples=EXAMPLES)
 def test_temperature_rule(doc, set_c, offset, delay):

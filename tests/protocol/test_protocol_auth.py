@@ -216,7 +216,26 @@ def test_cached_result_resent_after_its_config_got_through_is_accepted():
 
 
 def test_persisted_mark_is_the_retransmitted_class():
-    peer = session.Peer(KEY, 40, HOST_REQUIRES, uplink=True)
-    assert peer.marks[0] == 40 and peer.marks == [40, 40, 40]
-    peer.marks[0] = 50
-    assert peer.marks[0] == 50 and session.replay_class(messages.EVENT) == 0
+    """A host persists marks[0] (the EVENT class) and restarts from it: a replay of any event
+    it accepted is refused after the restart, while a RESULT or HELLO sent after those events
+    (higher counters, other classes) does not move the persisted mark past an event that may
+    still be retransmitted."""
+    host = session.Peer(KEY, 40, HOST_REQUIRES, uplink=True)
+    e = _counted(40)
+    old_event = fr.decode(bytes(e.view(e.event(1, ev.ALARM, 0, 1, 1))))
+    assert host.check(old_event).name == "replay"  # at the restored mark: not new
+    e = _counted(50)
+    event = fr.decode(bytes(e.view(e.event(2, ev.ALARM, ev.RESIDUAL, 400, 270))))
+    fields = {"cmd_counter": 7, "cmd": "selftest", "status": "ok", "value": 1}
+    result = fr.decode(_counted(60).message(messages.RESULT, 3, fields, auth=True))
+    assert host.check(event) is None and host.check(result) is None
+    assert session.replay_class(messages.EVENT) == session.replay_class(messages.COMMAND) == 0
+    assert session.replay_class(messages.RESULT) == 1
+    assert session.replay_class(messages.HELLO) == session.replay_class(messages.ACK) == 2
+    restored = session.Peer(KEY, host.marks[0], HOST_REQUIRES, uplink=True)
+    assert restored.check(event).name == "replay"
+    e = _counted(51)
+    assert restored.check(fr.decode(bytes(e.view(e.event(4, ev.ALARM, 0, 1, 1))))) is None
+    # Every class starts at the restored mark: a RESULT between the two is still new.
+    r55 = fr.decode(_counted(55).message(messages.RESULT, 5, fields, auth=True))
+    assert restored.check(r55) is None
