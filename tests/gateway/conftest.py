@@ -212,3 +212,17 @@ def rs485_bus(
                 os.write(master, out)
                 if f.device == noise_after:
                     os.write(master, b"\x55\xaa garbage \x00")
+
+
+class DetectorLink:
+    """The gateway's way back to one fleet VirtualDetector, in memory: each frame the gateway
+    sends is handed to the detector, and the detector's answers wait in `up`."""
+
+    name = "test"
+
+    def __init__(self, det) -> None:
+        self.det = det
+        self.up: list[bytes] = []
+
+    def send(self, device: int, wire: bytes, addr) -> None:
+        self.up.extend(self.det.downlink(wire, time.monotonic(), host.now()))

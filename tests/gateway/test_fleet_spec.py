@@ -18,6 +18,7 @@ from protocol import frame as fr
 from protocol import host
 from protocol import messages as M
 from protocol.auth import make_counter
+from tests.gateway.conftest import DetectorLink
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import Gateway
 from tools.gateway.registry import Device, derive_key
@@ -27,28 +28,17 @@ DEV = 11
 KEY = derive_key(b"spec", DEV)
 
 
-class Link:
-    name = "test"
-
-    def __init__(self, det: VirtualDetector):
-        self.det = det
-        self.up: list[bytes] = []
-
-    def send(self, device: int, wire: bytes, addr) -> None:
-        self.up.extend(self.det.downlink(wire, time.monotonic(), host.now()))
-
-
 def gateway(tmp_path, det: VirtualDetector):
     st = Store(tmp_path / "gw.db", "s")
     pubs: list[tuple[str, dict]] = []
     gw = Gateway({DEV: Device(DEV, "d", "", "", "", KEY)}, st, name="s", cmd_retry=0.05,
                  publish=lambda t, p, r: pubs.append((t, json.loads(p))))  # fmt: skip
-    link = Link(det)
+    link = DetectorLink(det)
     gw.handle(det.hello(host.now()), link)  # the first boot's HELLO: the gateway has a route
     return gw, st, link, pubs
 
 
-def run(gw: Gateway, link: Link, until, timeout: float = 5.0) -> list[fr.Frame]:
+def run(gw: Gateway, link: DetectorLink, until, timeout: float = 5.0) -> list[fr.Frame]:
     """Carry frames both ways until `until()`; -> every frame the detector sent."""
     seen = []
     t_end = time.monotonic() + timeout

@@ -21,7 +21,7 @@ from efd import names
 from protocol import auth, host
 from protocol import frame as fr
 from protocol import messages as M
-from tests.gateway.conftest import SECRET, run_cli, start_gateway
+from tests.gateway.conftest import SECRET, DetectorLink, run_cli, start_gateway
 from tools.fleet.detector import VirtualDetector
 from tools.gateway import store as S
 from tools.gateway.core import Gateway
@@ -30,19 +30,6 @@ from tools.gateway.store import Store
 
 DEV = 7
 KEY = derive_key(b"units", DEV)
-
-
-class Link:
-    """The gateway's way back to one virtual detector; its answers wait in `up`."""
-
-    name = "test"
-
-    def __init__(self, det: VirtualDetector):
-        self.det = det
-        self.up: list[bytes] = []
-
-    def send(self, device: int, wire: bytes, addr) -> None:
-        self.up.extend(self.det.downlink(wire, time.monotonic(), host.now()))
 
 
 def feed(db: Path, raw_json: bool = False) -> tuple[list[tuple[str, dict]], Store]:
@@ -58,7 +45,7 @@ def feed(db: Path, raw_json: bool = False) -> tuple[list[tuple[str, dict]], Stor
         raw_json=raw_json,
     )
     det = VirtualDetector(DEV, KEY)
-    link = Link(det)
+    link = DetectorLink(det)
     det.values[ev.TEMP0 + 1] = 234
     det.values[ev.PHASE0] = 1234
     det.latched = 1 << ev.TEMP0 + 1
@@ -430,7 +417,7 @@ def test_mqtt_telemetry_of_a_keyless_untagged_frame_is_physical_too(tmp_path):
     )
     enc = fr.Encoder(9)
     n = enc.telemetry(0, 12, [250, M.NA_I16, M.NA_I16, M.NA_I16], [100, M.NA_U16, M.NA_U16], 0)
-    gw.handle(bytes(enc.view(n)), Link(VirtualDetector(9, KEY)))
+    gw.handle(bytes(enc.view(n)), DetectorLink(VirtualDetector(9, KEY)))
     gw.close()
     st.close()
     (p,) = pub(pubs, "telemetry")
