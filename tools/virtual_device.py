@@ -40,6 +40,7 @@ import sys
 import termios
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,19 @@ def _user_pty() -> tuple[int, int, str]:
     m, s = pty.openpty()
     tty.setraw(s)
     return m, s, os.ttyname(s)
+
+
+def drain_close(fd: int, sink: Callable[[bytes], None]) -> None:
+    """Pass on what an exited firmware process printed last (a traceback, "[sim] reboot") from
+    its pty, then close it. Shared by this supervisor and the board twin's (tools/twin/vdev)."""
+    with contextlib.suppress(OSError):
+        while select.select([fd], [], [], 0)[0]:
+            d = os.read(fd, 4096)
+            if not d:
+                break
+            sink(d)
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def spawn(
@@ -159,15 +173,7 @@ class Supervisor:
         self.log(f"firmware started (pid {self.child.pid}, reset cause {self.cause})")
 
     def child_exited(self, rc: int) -> None:
-        with contextlib.suppress(OSError):
-            # Pass on what the firmware printed last (a traceback, "[sim] reboot").
-            while select.select([self.child_m], [], [], 0)[0]:
-                d = os.read(self.child_m, 4096)
-                if not d:
-                    break
-                self._to_console(d)
-        with contextlib.suppress(OSError):
-            os.close(self.child_m)
+        drain_close(self.child_m, self._to_console)
         self.child_m = -1
         if self.reboot_requested:
             self.cause = CAUSE_SOFT

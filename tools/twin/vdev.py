@@ -126,14 +126,7 @@ class Supervisor(vd.Supervisor):
         self.log(f"firmware started (pid {self.child.pid}, reset cause {self.cause})")
 
     def child_exited(self, rc: int) -> None:
-        with contextlib.suppress(OSError):
-            while select.select([self.child_m], [], [], 0)[0]:
-                d = os.read(self.child_m, 4096)
-                if not d:
-                    break
-                self._to_console(d)
-        with contextlib.suppress(OSError):
-            os.close(self.child_m)
+        vd.drain_close(self.child_m, self._to_console)
         self.child_m = -1
         # twin.Reset is a SystemExit whose status is the reset cause; Ctrl-D at the REPL (or
         # sys.exit()) is the unix port's soft reset; a signal is a power cut.
