@@ -89,9 +89,11 @@ topic write +/up/+
 topic read +/down/+
 
 # An operator: requests commands only under its own user name (the gateway records that name),
-# reads what the gateway publishes. Add one such block per operator account.
+# reads what the gateway publishes, publishes the console's escalations (docs/console.md).
+# Add one such block per operator account.
 user operator
 topic write +/cmd/operator/+
+topic write +/case/+
 topic read +/json/#
 topic read +/state/+
 topic read +/gw/+/status

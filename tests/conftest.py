@@ -20,3 +20,7 @@ settings.register_profile(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+
+# The services several test packages share (broker, PostgreSQL, fleet registry): defined once,
+# so each session-scoped server starts once per run.
+pytest_plugins = ["tests.services"]

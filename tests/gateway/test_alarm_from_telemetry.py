@@ -35,9 +35,9 @@ class Link:
         self.sent.append(wire)
 
 
-def setup(tmp_path):
+def setup(target):
     devs = {d: Device(d, f"d{d}", "Sha County", "hotel", "", derive_key(SECRET, d)) for d in IDS}
-    st = Store(tmp_path / "gw.db", "t")
+    st = Store(target, "t")
     gw = Gateway(devs, st, name="t")
     dets = {d: VirtualDetector(d, derive_key(SECRET, d), retry_s=0.0) for d in IDS}
     return gw, st, dets
@@ -60,8 +60,8 @@ def rows(st: Store) -> dict[tuple[int, str], tuple]:
     return {(r[0], r[4]): (r[5], r[-1]) for r in out}
 
 
-def test_latched_before_the_gateway_saw_it(tmp_path):
-    gw, st, dets = setup(tmp_path)
+def test_latched_before_the_gateway_saw_it(store_url):
+    gw, st, dets = setup(store_url)
     link = Link()
     # 1: latched on residual before the gateway ever heard it (the event went nowhere).
     dets[1].latched |= 1 << ev.RESIDUAL
@@ -106,20 +106,20 @@ def test_latched_before_the_gateway_saw_it(tmp_path):
     st.close()
 
     # On the command line: the source column says where each row comes from.
-    r = run_cli("tools.gateway", "query", "alarms", "--db", str(tmp_path / "gw.db"), "--csv")
+    r = run_cli("tools.gateway", "query", "alarms", "--db", store_url, "--csv")
     assert r.returncode == 0, r.stderr
     got = {(x["device"], x["channel"], x["state"], x["source"])
            for x in csv.DictReader(io.StringIO(r.stdout))}  # fmt: skip
     assert got == {("1", "residual", "alarm", "event"), ("3", "temp0", "alarm", "event"),
                    ("5", "", "fault", "telemetry")}  # fmt: skip
-    r = run_cli("tools.gateway", "report", "--db", str(tmp_path / "gw.db"), "--csv")
+    r = run_cli("tools.gateway", "report", "--db", store_url, "--csv")
     assert r.returncode == 0, r.stderr
 
 
-def test_a_later_alarm_in_telemetry_overrules_an_older_normal_state(tmp_path):
+def test_a_later_alarm_in_telemetry_overrules_an_older_normal_state(store_url):
     """Reset (event), then the channel latches again while the new event is still on its way:
     the newer telemetry shows it, and `--all` lists the channel once."""
-    gw, st, dets = setup(tmp_path)
+    gw, st, dets = setup(store_url)
     link = Link()
     d = dets[1]
     d.raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)

@@ -10,7 +10,7 @@ import pytest
 
 from efd import events as ev
 from protocol import host
-from tests.gateway.conftest import SECRET, run_cli
+from tests.gateway.conftest import BACKENDS, SECRET, new_target, run_cli
 from tools.fleet.detector import VirtualDetector
 from tools.gateway.core import Gateway
 from tools.gateway.registry import load_registry
@@ -24,10 +24,19 @@ class Link:
         self.last = wire
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, tmp_path_factory, fleet_files):
+    """A database as a gateway leaves it: 1010 registered, 600 reporting, alarms in 3 units;
+    a SQLite file, then a PostgreSQL database (its URL)."""
+    return fill(new_target(request.param, tmp_path_factory.mktemp("q"), request), fleet_files)
+
+
 @pytest.fixture(scope="module")
-def db(tmp_path_factory, fleet_files):
-    """A database as a gateway leaves it: 1010 registered, 600 reporting, alarms in 3 units."""
-    path = tmp_path_factory.mktemp("q") / "gw.db"
+def sqlite_db(tmp_path_factory, fleet_files):
+    return fill(str(tmp_path_factory.mktemp("q") / "gw.db"), fleet_files)
+
+
+def fill(path, fleet_files):
     devs = load_registry(fleet_files / "fleet.csv", SECRET)
     st = Store(path, "gwq")
     gw = Gateway(devs, st, name="gwq")
@@ -49,7 +58,7 @@ def db(tmp_path_factory, fleet_files):
     return path
 
 
-def test_query_alarms_events_devices(db):
+def test_query_alarms_events_devices(db, tmp_path):
     r = run_cli("tools.gateway", "query", "alarms", "--db", str(db), "--csv")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -72,7 +81,7 @@ def test_query_alarms_events_devices(db):
     assert len(rows) == never + stale
     assert all(x["link"] == "offline" for x in rows)
 
-    out = db.parent / "ev.csv"
+    out = tmp_path / "ev.csv"
     r = run_cli("tools.gateway", "query", "export", "events", "--db", str(db), "-o", str(out))
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(out.open()))
@@ -180,7 +189,8 @@ def test_report_against_the_2020_plan(db):
         ["tools.fleet", "registry", "--out", "/nonexistent/r.csv", "--secret-file", "{secret}"],
     ],
 )
-def test_user_mistakes_exit_cleanly(args, db, fleet_files, tmp_path):
+def test_user_mistakes_exit_cleanly(args, sqlite_db, fleet_files, tmp_path):
+    db = sqlite_db
     notdb = tmp_path / "garbage.txt"
     notdb.write_text("this is not a database, a registry, a plan or a scenario\x00\x01")
     subst = {"{db}": str(db), "{notdb}": str(notdb), "{reg}": str(fleet_files / "fleet.csv"),

@@ -14,6 +14,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -69,9 +70,13 @@ class Wire:
         return [w for w in self.down if fr.decode(w).type == M.COMMAND]
 
 
-def setup(tmp_path, det_on=True, **kw):
+def setup(target, det_on=True, **kw):
+    """target: the database (store_url: a SQLite path or a PostgreSQL URL), or a directory
+    for a gw.db in it."""
+    if isinstance(target, Path) and target.is_dir():
+        target = target / "gw.db"
     key = derive_key(SECRET, 7)
-    st = Store(tmp_path / "gw.db", "t")
+    st = Store(target, "t")
     pubs: list[tuple[str, dict]] = []
     dev = Device(7, "d7", "Sha County", "hotel", "", key)
     gw = Gateway({7: dev}, st, name="t", publish=lambda t, p, r: pubs.append((t, json.loads(p))),
@@ -102,8 +107,8 @@ def db_rows(st: Store, sql: str) -> list[tuple]:
 
 
 @pytest.mark.parametrize("lose", ["command", "result", "result_then_config"])
-def test_lost_command_or_result_is_retransmitted_and_executed_once(tmp_path, lose):
-    gw, st, det, pubs = setup(tmp_path)
+def test_lost_command_or_result_is_retransmitted_and_executed_once(store_url, lose):
+    gw, st, det, pubs = setup(store_url)
     assert det is not None
     det.raise_event(ev.ALARM, ev.RESIDUAL, 320, 300)
     lost: list[int] = []
@@ -150,8 +155,8 @@ def test_lost_command_or_result_is_retransmitted_and_executed_once(tmp_path, los
     st.close()
 
 
-def test_unanswered_command_gives_up_after_five_tries(tmp_path):
-    gw, st, _det, pubs = setup(tmp_path, det_on=False)
+def test_unanswered_command_gives_up_after_five_tries(store_url):
+    gw, st, _det, pubs = setup(store_url, det_on=False)
     wire = Wire(gw, None)
     hello(gw, wire)
     t0 = time.monotonic()
@@ -174,7 +179,7 @@ def test_unanswered_command_gives_up_after_five_tries(tmp_path):
     assert p["cmd"] == "selftest" and p["source"] == "gateway"
     gw.close()  # the one still in flight is stored as abandoned
     st.close()
-    r = run_cli("tools.gateway", "query", "commands", "--db", str(tmp_path / "gw.db"), "--json")
+    r = run_cli("tools.gateway", "query", "commands", "--db", store_url, "--json")
     assert r.returncode == 0, r.stderr
     rows = {x["cmd"]: x for x in map(json.loads, r.stdout.splitlines())}
     assert rows["selftest"]["status"] == "timeout" and rows["selftest"]["tries"] == 5
@@ -182,7 +187,7 @@ def test_unanswered_command_gives_up_after_five_tries(tmp_path):
 
 
 def test_commands_to_one_device_are_serialised_under_loss(tmp_path):
-    gw, st, det, _ = setup(tmp_path, cmd_tries=12)
+    gw, st, det, _ = setup(tmp_path / "gw.db", cmd_tries=12)
     assert det is not None
     rng = random.Random(3)
     wire = Wire(gw, det, lambda f: rng.random() < 0.3, lambda f: rng.random() < 0.3)
@@ -213,7 +218,7 @@ def test_commands_to_one_device_are_serialised_under_loss(tmp_path):
 
 
 def test_requests_that_cannot_be_sent(tmp_path):
-    gw, st, _det, _ = setup(tmp_path, det_on=False)
+    gw, st, _det, _ = setup(tmp_path / "gw.db", det_on=False)
     with pytest.raises(ValueError, match="not been heard"):
         gw.command(7, {"cmd": "reset", "channel": "all"})
     hello(gw, Wire(gw, None))
@@ -331,8 +336,8 @@ def test_mqtt_give_up_is_republished_and_queryable(tmp_path, fleet_files, procs,
     assert c["command_timeout"] == 1 and c["command_retransmit"] == 4
 
 
-def test_config_and_snapshot_frames_are_stored(tmp_path):
-    gw, st, det, pubs = setup(tmp_path)
+def test_config_and_snapshot_frames_are_stored(store_url):
+    gw, st, det, pubs = setup(store_url)
     assert det is not None
     wire = Wire(gw, det)
     hello(gw, wire)
@@ -353,7 +358,7 @@ def test_config_and_snapshot_frames_are_stored(tmp_path):
                                      (2, 0, 2, "residual"), (2, 1, 2, "residual")]  # fmt: skip
     assert len(json.loads(snap[0][4])) == 16
     assert {"result", "config", "snapshot"} <= {t.rsplit("/", 1)[1] for t, _p in pubs}
-    r = run_cli("tools.gateway", "query", "export", "snapshots", "--db", str(tmp_path / "gw.db"))
+    r = run_cli("tools.gateway", "query", "export", "snapshots", "--db", store_url)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 5, r.stderr
     st.close()
 
@@ -361,7 +366,7 @@ def test_config_and_snapshot_frames_are_stored(tmp_path):
 def test_event_whose_batch_failed_is_stored_when_retransmitted(tmp_path, monkeypatch):
     """A failed SQLite batch ACKs nothing; the detector's byte-identical retransmission must
     then be stored (once) and ACKed, not refused as a replay of a frame never stored."""
-    gw, st, _det, _pubs = setup(tmp_path, det_on=False)
+    gw, st, _det, _pubs = setup(tmp_path / "gw.db", det_on=False)
     wire = Wire(gw, None)
     hello(gw, wire)
     gw.flush()

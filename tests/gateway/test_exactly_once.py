@@ -1,5 +1,6 @@
-"""Events from simulated detectors arrive exactly once in SQLite across a gateway crash
-(SIGKILL: the in-memory batch is lost, nothing of it was ACKed) and a broker restart."""
+"""Events from simulated detectors arrive exactly once in the database (SQLite, then
+PostgreSQL: store_url) across a gateway crash (SIGKILL: the in-memory batch is lost, nothing of
+it was ACKed) and a broker restart."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def check_exactly_once(db, report) -> None:
     assert len(sent) == report["events"] > 50
 
 
-def test_udp_gateway_crash_and_restart(tmp_path, fleet_files, procs):
+def test_udp_gateway_crash_and_restart(tmp_path, fleet_files, procs, store_url):
     port = free_port(2)
-    db = tmp_path / "gw.db"
+    db = store_url
     udp = ["--udp", f"127.0.0.1:{port}"]
     gw = start_gateway(procs, tmp_path, fleet_files, "gw1", db, *udp)
     fleet = procs("tools.fleet", ["run", "--registry", str(fleet_files / "fleet.csv"),
@@ -51,8 +52,8 @@ def test_udp_gateway_crash_and_restart(tmp_path, fleet_files, procs):
     assert c.get("duplicate:event", 0) + c.get("duplicate:event_db", 0) >= 0
 
 
-def test_mqtt_gateway_restart_and_broker_restart(tmp_path, fleet_files, procs, broker):
-    db = tmp_path / "gw.db"
+def test_mqtt_gateway_restart_and_broker_restart(tmp_path, fleet_files, procs, broker, store_url):
+    db = store_url
     mq = ["--mqtt", broker.addr, "--prefix", "t1", *broker.auth("gateway")]
     gw = start_gateway(procs, tmp_path, fleet_files, "gwm", db, *mq)
     fleet = procs("tools.fleet", ["run", "--registry", str(fleet_files / "fleet.csv"),

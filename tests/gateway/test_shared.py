@@ -1,19 +1,21 @@
 """Two gateway instances in one MQTT 5 shared-subscription group split the uplink topic: each
 stores a share, nothing is stored twice, nothing is lost. Commands on request reach a device
-through whichever instance takes the request, and its tagged RESULT is stored."""
+through whichever instance takes the request, and its tagged RESULT is stored. Both share one
+database: a SQLite WAL file (one host), then a PostgreSQL database (instances on several
+hosts would share it the same way)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import Counter
 
 from tests.gateway.conftest import db_counters, db_events, fleet_report, run_cli, start_gateway
+from tools.gateway.db import open_db
 
 
-def test_two_instances_split_the_load(tmp_path, fleet_files, procs, broker):
-    db = tmp_path / "shared.db"  # one WAL database for both instances
+def test_two_instances_split_the_load(tmp_path, fleet_files, procs, broker, store_url):
+    db = store_url  # one database for both instances
     mq = ["--mqtt", broker.addr, "--prefix", "t2", "--share", "efd-gw", *broker.auth("gateway")]
     start_gateway(procs, tmp_path, fleet_files, "gwA", db, *mq)
     start_gateway(procs, tmp_path, fleet_files, "gwB", db, *mq)
@@ -48,7 +50,7 @@ def test_two_instances_split_the_load(tmp_path, fleet_files, procs, broker):
     # ... and both instances did real work (Mosquitto round-robins the group).
     assert min(a["stored:telemetry"], b["stored:telemetry"]) > tel * 0.25
     assert a.get("stored:event", 0) > 0 and b.get("stored:event", 0) > 0
-    con = sqlite3.connect(db)
+    con = open_db(db)
     rows = con.execute("SELECT COUNT(*), COUNT(DISTINCT device || ':' || seq || ':' || "
                        "dev_time) FROM telemetry").fetchone()  # fmt: skip
     assert rows[0] == rows[1] == tel

@@ -49,7 +49,7 @@ def test_events_are_committed_with_synchronous_full_before_their_ack(tmp_path, m
     assert link.levels == [FULL, FULL], "ACK sent after a commit that was not synchronous=FULL"
 
     # The transaction that inserted the events began under FULL (not raised after its COMMIT).
-    ins = next(i for i, s in enumerate(trace) if s.startswith("INSERT OR IGNORE INTO events"))
+    ins = next(i for i, s in enumerate(trace) if s.startswith("INSERT INTO events"))
     begin = max(i for i in range(ins) if trace[i] == "BEGIN IMMEDIATE")
     assert "COMMIT" not in trace[begin:ins]
     pragmas = [s for s in trace[:begin] if s.upper().startswith("PRAGMA SYNCHRONOUS=")]

@@ -1,5 +1,5 @@
 """The gateway's transport-independent pipeline: wire bytes in -> decode -> authenticate ->
-dedup -> batch -> SQLite -> ACK -> republish.
+dedup -> batch -> database (SQLite or PostgreSQL) -> ACK -> republish.
 
 Transports (transports.py) call Gateway.handle(wire, link, addr) for every datagram or stream
 segment and implement `link.send(device, wire, addr)` for the way back. Nothing here blocks
@@ -8,8 +8,9 @@ except flush(), which the event loop calls on a timer or when a batch is full.
 Exactly-once for events rests on three rules:
   1. an EVENT is ACKed only after the transaction that stores it has committed;
   2. the detector retransmits an unacknowledged event (same counter, same tag) until ACKed;
-  3. events are keyed by (device, authenticated counter): UNIQUE in SQLite, so a retransmission
-     is recognised whether this process, a restarted one or a sibling instance sees it.
+  3. events are keyed by (device, authenticated counter): UNIQUE in the database, so a
+     retransmission is recognised whether this process, a restarted one or a sibling instance
+     (another host sharing the PostgreSQL database) sees it.
 Telemetry is periodic and not retransmitted: duplicates (MQTT QoS 1 redelivery) are dropped by
 an in-memory window of the last (seq, crc) pairs per device.
 

@@ -1,6 +1,7 @@
 """Read-side of the gateway database: alarm state, events, device liveness, CSV export, and
-the fleet report against a target plan. Opens the database read-only; safe beside a running
-gateway (WAL).
+the fleet report against a target plan. Opens the database read-only (SQLite mode=ro;
+PostgreSQL default_transaction_read_only); safe beside a running gateway (WAL / MVCC). The SQL
+runs on both engines (tools/gateway/db.py).
 
 Alarm state comes from the stored events (`alarm_state`, source "event") and, where no event
 explains it, from the status bits of the detector's latest *authenticated* TELEMETRY (source
@@ -15,12 +16,12 @@ import csv
 import io
 import json
 import re
-import sqlite3
 import time
 from datetime import UTC, datetime
 
 from efd.names import CHANNEL_NAMES
 from tools.gateway import units
+from tools.gateway.db import Database
 from tools.gateway.registry import PlanUnit
 from tools.gateway.store import view_select
 
@@ -66,7 +67,7 @@ def iso(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
+def from_telemetry(db: Database) -> dict[tuple[int, str], float]:
     """{(device, channel): when}: alarms and faults that the status bits of a device's latest
     authenticated TELEMETRY show and no stored event explains. Channel "" is a fault (the
     frame names no channel); `when` is that TELEMETRY's reception time.
@@ -75,10 +76,10 @@ def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
     event on that channel received after the TELEMETRY (a reset, say). The fault flag is
     explained by any channel in `fault`, and overruled by any event of the device received
     after the TELEMETRY. A database written before the gateway kept these bits has none."""
-    if "auth_status" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}:
+    if "auth_status" not in db.columns("devices"):
         return {}
     devs = db.execute(
-        "SELECT device, auth_status, auth_status_at FROM devices WHERE auth_status & ? != 0",
+        "SELECT device, auth_status, auth_status_at FROM devices WHERE (auth_status & ?) <> 0",
         (ST_ALARMS | ST_FAULT,),
     ).fetchall()
     if not devs:
@@ -86,7 +87,7 @@ def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
     state: dict[int, dict[str, tuple[str, float]]] = {}
     for dev, ch, st, since in db.execute(
         "SELECT device, channel, state, since FROM alarm_state WHERE device IN "
-        "(SELECT device FROM devices WHERE auth_status & ? != 0)",
+        "(SELECT device FROM devices WHERE (auth_status & ?) <> 0)",
         (ST_ALARMS | ST_FAULT,),
     ):
         state.setdefault(dev, {})[ch] = (st, since)
@@ -103,8 +104,8 @@ def from_telemetry(db: sqlite3.Connection) -> dict[tuple[int, str], float]:
     return out
 
 
-def _has(db: sqlite3.Connection, table: str, col: str) -> bool:
-    return col in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+def _has(db: Database, table: str, col: str) -> bool:
+    return col in db.columns(table)
 
 
 def _values(kind: object, channel: object, value: object, threshold: object) -> tuple:
@@ -116,7 +117,7 @@ def _values(kind: object, channel: object, value: object, threshold: object) -> 
 
 
 def alarms(
-    db: sqlite3.Connection, include_normal: bool = False, raw: bool = False
+    db: Database, include_normal: bool = False, raw: bool = False
 ) -> tuple[list[str], list[tuple]]:
     """Channels in alarm, pre-alarm or fault (with include_normal: every channel an event
     touched), from events and, labelled source "telemetry", from the latest authenticated
@@ -145,7 +146,7 @@ def alarms(
         tags = {
             d: (n, dist, cat)
             for d, n, dist, cat in db.execute(
-                "SELECT device, name, district, category FROM devices WHERE auth_status & ? != 0",
+                "SELECT device, name, district, category FROM devices WHERE (auth_status & ?) <> 0",
                 (ST_ALARMS | ST_FAULT,),
             )
         }
@@ -160,7 +161,7 @@ def alarms(
 
 
 def events(
-    db: sqlite3.Connection,
+    db: Database,
     since: float,
     device: int | None = None,
     kind: str | None = None,
@@ -194,7 +195,7 @@ def events(
 
 
 def devices(
-    db: sqlite3.Connection,
+    db: Database,
     offline_only: bool = False,
     after: float = OFFLINE_AFTER_S,
     now: float | None = None,
@@ -222,7 +223,7 @@ def devices(
 
 
 def commands(
-    db: sqlite3.Connection,
+    db: Database,
     since: float,
     device: int | None = None,
     status: str | None = None,
@@ -271,7 +272,7 @@ def _command_args(text: str) -> str:
     return json.dumps(units.command_args(a)) if isinstance(a, dict) else text
 
 
-def counters(db: sqlite3.Connection) -> tuple[list[str], list[tuple]]:
+def counters(db: Database) -> tuple[list[str], list[tuple]]:
     rows = db.execute("SELECT gateway, name, value FROM counters ORDER BY gateway, name")
     return ["gateway", "counter", "value"], list(rows)
 
@@ -295,21 +296,23 @@ _SINCE = ("events", "telemetry", "results", "commands", "configs", "snapshots")
 
 
 def export(
-    db: sqlite3.Connection, table: str, since: float | None = None, raw: bool = False
+    db: Database, table: str, since: float | None = None, raw: bool = False
 ) -> tuple[list[str], list[tuple]]:
     """Every row of a table (since a time), as CSV or JSON rows. In physical units, each value
-    with its unit (the SQL views of store.py: docs/gateway.md, "SQLite schema"); raw: the
+    with its unit (the SQL views of store.py: docs/gateway.md, "Database schema"); raw: the
     table as stored."""
     if table not in EXPORTS:
         raise QueryError(f"unknown table {table!r} (one of: {', '.join(EXPORTS)})")
     q = EXPORTS[table]
     if not raw and table in _EXPORT_VIEWS:
         order = q[q.index(" ORDER BY") :]
-        q = f"SELECT * FROM ({view_select(_EXPORT_VIEWS[table], db)}){order}"
+        # The alias: PostgreSQL (before 16) requires one on a subquery in FROM.
+        q = f"SELECT * FROM ({view_select(_EXPORT_VIEWS[table], db)}) AS v{order}"
     args: tuple = ()
     if since is not None and table in _SINCE:
         col = "requested" if table == "commands" else "rx"
-        q = q.replace(" ORDER BY", f" WHERE {col} >= ? ORDER BY")
+        head, order = q.rsplit(" ORDER BY", 1)  # the last one: a view may have its own
+        q = f"{head} WHERE {col} >= ? ORDER BY{order}"
         args = (since,)
     cur = db.execute(q, args)
     cols = [d[0] for d in cur.description]
@@ -330,7 +333,7 @@ def export(
 
 
 def report(
-    db: sqlite3.Connection,
+    db: Database,
     plan: list[PlanUnit],
     after: float = OFFLINE_AFTER_S,
     now: float | None = None,
@@ -385,7 +388,11 @@ def report(
         "in_fault",
         "installed_pct",
     ]
-    return cols, out
+    # Issue 15: handling figures (open cases, median time to acknowledge / close, accuracy)
+    # from the console's case tables, appended per unit (tools/console/report.py).
+    from tools.console.report import handling_columns
+
+    return handling_columns(db, cols, out)
 
 
 def format_table(cols: list[str], rows: list[tuple]) -> str:

@@ -16,13 +16,13 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tools.gateway.core import Gateway
+from tools.gateway.db import db_errors, mask
 from tools.gateway.registry import Device
 from tools.gateway.store import Store
 
@@ -49,14 +49,21 @@ def _bind_error(what: str, e: OSError) -> StartError:
 
 def open_store(path: str, name: str) -> Store:
     """The database, or StartError in one line (a missing directory, a file that is not a
-    gateway database, no permission)."""
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise StartError(f"--db {path}: directory {parent} does not exist")
+    gateway database, no permission; a PostgreSQL server that cannot be reached, a bad URL,
+    no psycopg; a schema newer than this gateway). A URL's password is never printed."""
+    from tools.gateway.db import DbError, db_errors, is_url, mask
+    from tools.gateway.migrations import SchemaError
+
+    if not is_url(path):
+        parent = Path(path).resolve().parent
+        if not parent.is_dir():
+            raise StartError(f"--db {path}: directory {parent} does not exist")
     try:
         return Store(path, gateway=name)
-    except sqlite3.DatabaseError as e:  # OperationalError included: cannot open, locked...
-        raise StartError(f"--db {path}: cannot open the database ({e})") from None
+    except (DbError, SchemaError) as e:
+        raise StartError(f"--db {mask(path)}: {e}") from None
+    except db_errors() as e:  # sqlite3 OperationalError included: cannot open, locked...
+        raise StartError(f"--db {mask(path)}: cannot open the database ({e})") from None
 
 
 @dataclass
@@ -138,8 +145,8 @@ async def serve(o: Options) -> dict[str, int]:
                          republish_telemetry=o.republish_telemetry, batch=o.batch,
                          cmd_retry=o.command_retry, cmd_retry_max=o.command_retry_max,
                          cmd_tries=o.command_tries, raw_json=o.raw_json)  # fmt: skip
-        except sqlite3.DatabaseError as e:  # a locked or damaged database
-            raise StartError(f"--db {o.db}: cannot use the database ({e})") from None
+        except db_errors() as e:  # a locked or damaged database, a lost server
+            raise StartError(f"--db {mask(o.db)}: cannot use the database ({e})") from None
     except BaseException:
         for link in udp + serial:
             with contextlib.suppress(Exception):
