@@ -55,6 +55,58 @@ CATEGORIES = (
     "commercial_street",
 )
 
+# The city's 10 industry categories (data/industry_categories_2020.csv: code, Chinese, English;
+# issue 15) and which one each priority site category belongs to. Code 10 is "other industries".
+INDUSTRIES_2020 = HERE / "data" / "industry_categories_2020.csv"
+INDUSTRY_OF = {
+    "hazardous_chemicals": 1,
+    "labour_intensive_workshop": 2,
+    "dust_workshop": 2,
+    "ammonia_workshop": 2,
+    "spray_painting_workshop": 2,
+    "wood_mill": 3,
+    "textile_mill": 3,
+    "paper_mill": 3,
+    "high_rise_building": 4,
+    "mixed_use_building": 4,
+    "market": 4,
+    "elderly_care_home": 5,
+    "welfare_home": 5,
+    "hotel": 6,
+    "mall": 6,
+    "entertainment_venue": 6,
+    "hospital": 7,
+    "medical_institution": 7,
+    "school": 7,
+    "kindergarten": 7,
+    "heritage_site": 7,
+    "rental_housing": 8,
+    "old_residential_block": 8,
+    "commercial_street": 9,
+    "religious_site": 10,
+}
+
+
+def industry_of(category: str) -> int:
+    """The industry category code (1-10) of a site category; 10 (other) when unknown/empty."""
+    return INDUSTRY_OF.get(category, 10)
+
+
+def load_industries(path: str | Path = INDUSTRIES_2020) -> dict[int, tuple[str, str]]:
+    """code -> (Chinese name, English name) from the city's category list."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise RegistryError(f"{path}: cannot read industry categories: {e.strerror}") from None
+    out: dict[int, tuple[str, str]] = {}
+    for i, r in enumerate(csv.DictReader(text.splitlines()), start=2):
+        try:
+            out[int(r["code"])] = (r["category_zh"].strip(), r["category_en"].strip())
+        except (KeyError, TypeError, ValueError):
+            raise RegistryError(f"{path}:{i}: expected code,category_zh,category_en") from None
+    return out
+
+
 # Which categories a plan unit covers, from its `scope` text. Districts cover all of them.
 _SCOPE_WORDS = {
     "schools": ("school",),

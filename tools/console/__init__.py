@@ -1,0 +1,1 @@
+"""Supervision console: alarm cases to closure, accuracy, training (docs/console.md)."""

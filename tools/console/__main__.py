@@ -1,0 +1,5 @@
+import sys
+
+from tools.console.cli import main
+
+sys.exit(main())
