@@ -21,7 +21,7 @@ seq:
     type: u1
     valid:
       # Version 1, and a type of SPEC.md section 5: the codec's `version` and `unknown_type`.
-      expr: ((_ >> 5) & 3) == 1 and (((_ & 31) >= 1 and (_ & 31) <= 6) or ((_ & 31) >= 16 and (_ & 31) <= 18))
+      expr: ((_ >> 5) & 3) == 1 and (((_ & 31) >= 1 and (_ & 31) <= 7) or ((_ & 31) >= 16 and (_ & 31) <= 19))
     doc: bit 7 A (counter and tag present), bits 6-5 version (1), bits 4-0 type
   - id: device
     type: u4
@@ -45,6 +45,8 @@ seq:
         'msg_type::poll': poll
         'msg_type::ack': ack
         'msg_type::command': command
+        'msg_type::update_status': update_status
+        'msg_type::update': update
   - id: counter
     type: u4
     if: authenticated
@@ -222,6 +224,56 @@ types:
     seq:
       - id: mark
         type: u4
+  update_status:
+    doc: the detector's progress in a signed update (SPEC.md section 12)
+    seq:
+      - id: state
+        type: u1
+        enum: update_state
+      - id: result
+        type: u1
+        enum: update_result
+        doc: what the last UPDATE came to
+      - id: image
+        type: u4
+        doc: SHA-256(manifest)[0:4], little-endian
+      - id: have
+        type: u4
+        doc: image bytes on flash, in order from 0 (the next chunk's offset)
+      - id: size
+        type: u4
+      - id: fw
+        type: u1
+        repeat: expr
+        repeat-expr: 3
+        doc: the version the detector runs
+  update:
+    doc: one step of a signed update (SPEC.md section 12)
+    seq:
+      - id: op
+        type: u1
+        enum: update_op
+      - id: image
+        type: u4
+      - id: args
+        type:
+          switch-on: op
+          cases:
+            'update_op::begin': update_begin
+            'update_op::chunk': update_chunk
+  update_begin:
+    seq:
+      - id: size
+        type: u4
+  update_chunk:
+    seq:
+      - id: offset
+        type: u4
+      - id: data
+        size-eos: true
+        valid:
+          expr: _.size >= 1 and _.size <= 200
+        doc: 1 to 200 image bytes at offset (the codec's `length` otherwise)
 enums:
   msg_type:
     1: hello
@@ -230,9 +282,36 @@ enums:
     4: result
     5: config
     6: snapshot
+    7: update_status
     16: poll
     17: ack
     18: command
+    19: update
+  update_op:
+    1: begin
+    2: chunk
+    3: status
+    4: install
+    5: abort
+  update_state:
+    0: idle
+    1: receiving
+    2: checking
+    3: ready
+    4: trial
+  update_result:
+    0: ok
+    1: bad_signature
+    2: downgrade
+    3: bad_image
+    4: bad_hash
+    5: too_large
+    6: bad_offset
+    7: wrong_image
+    8: busy
+    9: no_key
+    10: rolled_back
+    11: flash
   kind:
     1: prealarm
     2: alarm

@@ -21,6 +21,8 @@ TEST_KEY = bytes(range(32))
 DEVICE = 0x12345678
 T = 200000000  # 2026-05-03T19:33:20Z on the wire's 2020 epoch
 PATH = "protocol/vectors/vectors.json"
+# The first 20 bytes of an update image: magic "EFU1", manifest length, "efd-update 1\nve".
+UPDATE_HEAD = b"EFU1\xf0\x0eefd-update 1\nve"
 
 
 def _frame(enc, typ, fields, seq, t=T, auth_=False, counter=0):
@@ -149,6 +151,56 @@ def valid():
         ("cmd_reboot", M.COMMAND, {"cmd": "reboot"}, 6, True, 1006),
         ("cmd_get_config", M.COMMAND, {"cmd": "get_config"}, 7, True, 1007),
         ("cmd_resync", M.COMMAND, {"cmd": "resync", "mark": 0x002A0003}, 8, True, 1008),
+        # The signed update (SPEC.md section 12): an image of 54253 bytes, id 0x8f2dd5c5.
+        (
+            "update_begin",
+            M.UPDATE,
+            {"op": "begin", "image": 0x8F2DD5C5, "size": 54253},
+            9,
+            True,
+            1009,
+        ),
+        (
+            "update_chunk",
+            M.UPDATE,
+            {"op": "chunk", "image": 0x8F2DD5C5, "offset": 0, "data": UPDATE_HEAD},
+            10,
+            True,
+            1010,
+        ),
+        ("update_status_query", M.UPDATE, {"op": "status", "image": 0x8F2DD5C5}, 11, True, 1011),
+        ("update_install", M.UPDATE, {"op": "install", "image": 0x8F2DD5C5}, 12, True, 1012),
+        ("update_abort", M.UPDATE, {"op": "abort", "image": 0x8F2DD5C5}, 13, True, 1013),
+        (
+            "update_status",
+            M.UPDATE_STATUS,
+            {
+                "state": "receiving",
+                "result": "ok",
+                "image": 0x8F2DD5C5,
+                "have": 20,
+                "size": 54253,
+                "fw": [0, 1, 0],
+            },
+            9,
+            True,
+            0x002A0004,
+        ),
+        (
+            "update_status_bad_offset",
+            M.UPDATE_STATUS,
+            {
+                "state": "receiving",
+                "result": "bad_offset",
+                "image": 0x8F2DD5C5,
+                "have": 4096,
+                "size": 54253,
+                "fw": [0, 1, 0],
+            },
+            10,
+            True,
+            0x002A0005,
+        ),
     ]
 
 
@@ -230,6 +282,17 @@ def build():
     )  # fmt: skip
     snap97 = bytearray(cobs.decode(snap97[:-1]))
     snap97[-2:-2] = b"\x01\x00"  # one more sample
+    # An UPDATE chunk of 201 data bytes (at most 200) and a begin without its size.
+    chunk201 = fr.Encoder(DEVICE, key).message(
+        messages.UPDATE,
+        T,
+        {"op": "chunk", "image": 0x8F2DD5C5, "offset": 0, "data": bytes(201)},
+        auth=True,
+        seq=14,
+        counter=1014,
+    )
+    begin4 = bytearray(cobs.decode(wires["update_begin"][:-1]))
+    del begin4[15:19]  # the size: payload op + image only
     forged = bytearray(cobs.decode(wires["cmd_reset"][:-1]))
     forged[11] = 0x04  # "reset all" -> "reset temp3", old tag kept, CRC fixed: tag must fail
     invalid = [
@@ -246,6 +309,8 @@ def build():
         ("ack_too_short", _restuff(ack3), "length", "decode"),
         ("snapshot_97_samples", _restuff(snap97), "length", "decode"),
         ("event_counter_zero", zero, "replay", "auth"),
+        ("update_chunk_201_bytes", chunk201, "length", "decode"),
+        ("update_begin_without_size", _restuff(begin4), "length", "decode"),
     ]
     for name, wire, err, stage in invalid:
         f = fr.decode(wire)

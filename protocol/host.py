@@ -36,11 +36,14 @@ from protocol.messages import (
     RESULT,
     SNAPSHOT,
     TELEMETRY,
+    UPDATE,
+    UPDATE_STATUS,
     _ack,
     _pack_params,
     _params,
     _poll,
     _unpack_command,
+    _unpack_update,
 )
 
 # Hosts require tags on what they act on (SPEC.md §5, "Why each type is or is not tagged"):
@@ -48,7 +51,7 @@ from protocol.messages import (
 # again replaces the stored one, so an untagged chunk could overwrite an alarm's waveform).
 # HELLO and TELEMETRY may arrive untagged: information only, never a route or a sign of life.
 # (protocol.session.Peer takes it as `requires`; the detector's own is DETECTOR_REQUIRES.)
-HOST_REQUIRES = (EVENT, RESULT, CONFIG, SNAPSHOT)
+HOST_REQUIRES = (EVENT, RESULT, CONFIG, SNAPSHOT, UPDATE_STATUS)
 
 # Seconds between the Unix epoch and ours (2020-01-01T00:00:00Z). Our epoch keeps every
 # timestamp below 2^30 until 2054, so on the ESP32 it stays a small int (no heap allocation).
@@ -63,9 +66,11 @@ TYPE_NAMES = {
     RESULT: "result",
     CONFIG: "config",
     SNAPSHOT: "snapshot",
+    UPDATE_STATUS: "update_status",
     POLL: "poll",
     ACK: "ack",
     COMMAND: "command",
+    UPDATE: "update",
 }
 CMD_NAMES = (
     "", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config",
@@ -74,6 +79,20 @@ CMD_NAMES = (
 RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed", "locked")
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
 CHANNEL_NAMES = names.CHANNEL_NAMES
+# The signed update (SPEC.md §12): UPDATE ops, UPDATE_STATUS states and results (what the
+# last op came to; not `error`, the key of a decode error in presentations).
+UP_BEGIN = 1
+UP_CHUNK = 2
+UP_STATUS = 3
+UP_INSTALL = 4
+UP_ABORT = 5
+UP_MAX_CHUNK = 200
+UPDATE_OPS = ("", "begin", "chunk", "status", "install", "abort")
+UPDATE_STATES = ("idle", "receiving", "checking", "ready", "trial")
+UPDATE_RESULTS = (
+    "ok", "bad_signature", "downgrade", "bad_image", "bad_hash", "too_large", "bad_offset",
+    "wrong_image", "busy", "no_key", "rolled_back", "flash",
+)  # fmt: skip
 NAME_TABLES = (CMD_NAMES, RESULT_NAMES, RESET_CAUSES, CHANNEL_NAMES)  # messages._num's numbers
 # frame.E_* codes.
 ERROR_NAMES = (
@@ -142,6 +161,31 @@ def _named_command(b, s, e):
             ch = d["channel"]
             d["channel"] = "all" if ch == CMD_ALL else _name(CHANNEL_NAMES, ch)
     return d
+
+
+def _named_update(b, s, e):
+    if _unpack_update(b, s, e) is None:  # the detector's length checks
+        return None
+    op, image = struct.unpack_from("<BI", b, s)
+    d = {"op": _name(UPDATE_OPS, op), "image": image}
+    if op == UP_BEGIN:
+        d["size"] = struct.unpack_from("<I", b, s + 5)[0]
+    elif op == UP_CHUNK:
+        d["offset"] = struct.unpack_from("<I", b, s + 5)[0]
+        d["data"] = bytes(b[s + 9 : e]).hex()
+    return d
+
+
+def _update_status(b, s, e):
+    st, err, image, have, size, a, b_, c = struct.unpack_from("<BBIIIBBB", b, s)
+    return {
+        "state": _name(UPDATE_STATES, st),
+        "result": _name(UPDATE_RESULTS, err),
+        "image": image,
+        "have": have,
+        "size": size,
+        "fw": [a, b_, c],
+    }
 
 
 def _telemetry(b, s, e):
@@ -233,6 +277,8 @@ UNPACK = {  # a host's view of every type: codes named
     RESULT: _result,
     CONFIG: _config,
     SNAPSHOT: _snapshot,
+    UPDATE_STATUS: _update_status,
+    UPDATE: _named_update,
 }
 
 
@@ -298,6 +344,37 @@ def pack(t, fields, buf, o):
         args = unhexlify(f.get("args", ""))
         buf[o : o + len(args)] = args
         return o + len(args)
+    if t == UPDATE_STATUS:
+        fw = f["fw"]
+        struct.pack_into(
+            "<BBIIIBBB",
+            buf,
+            o,
+            _code(UPDATE_STATES, f["state"]),
+            _code(UPDATE_RESULTS, f["result"]),
+            f["image"],
+            f["have"],
+            f["size"],
+            fw[0],
+            fw[1],
+            fw[2],
+        )
+        return o + 17
+    if t == UPDATE:
+        op = _code(UPDATE_OPS, f["op"])
+        struct.pack_into("<BI", buf, o, op, f["image"])
+        o += 5
+        if op == UP_BEGIN:
+            struct.pack_into("<I", buf, o, f["size"])
+            return o + 4
+        if op == UP_CHUNK:
+            struct.pack_into("<I", buf, o, f["offset"])
+            data = f["data"]
+            if isinstance(data, str):
+                data = unhexlify(data)
+            buf[o + 4 : o + 4 + len(data)] = data
+            return o + 4 + len(data)
+        return o
     raise ValueError("unknown type " + str(t))
 
 
@@ -332,6 +409,29 @@ def check_settings(params):
         problem = setting_problem(name, value)
         if problem:
             raise ValueError(f"bad setting {name}={value!r}: {problem}")
+
+
+def check_combination(params, current=None):
+    """efd.fullscale's cross-field rules (a set value beyond its input's full scale at that
+    input's gain: an alarm that can never come), on the host before a set_config is sent:
+    params [[NAME, value], ...] applied over `current` (the detector's settings, {name: value}
+    from its CONFIG; None: the defaults). Raises ValueError naming both settings. Raw ids
+    (pN) are left to the detector."""
+    cfg = dict(current) if current else {}
+    for name, value in params:
+        if isinstance(name, str) and name in config.DEFAULTS:
+            cfg[name] = value
+    from efd import fullscale  # host only here: the detector loads it in app.settings
+
+    try:
+        full = config.make({k: v for k, v in cfg.items() if k in config.DEFAULTS})
+        fullscale.check(full)
+    except config.ConfigError as e:
+        if e.other is None:
+            raise ValueError(f"bad setting {e.key}={cfg.get(e.key)!r}: {e.reason}") from None
+        raise ValueError(
+            f"bad combination {e.key}={full[e.key]} with {e.other}={full[e.other]}: {e.reason}"
+        ) from None
 
 
 def check_command(fields):
@@ -380,7 +480,10 @@ def _unknown_setting(name):
 
 def param_name(pid):
     """A set_config parameter id (a bad_argument RESULT's value) as its setting's name, or
-    pN for an id this host does not know."""
+    pN for an id this host does not know. A refused combination carries two ids (SPEC.md
+    §5.4: first | second << 8): "first+second", e.g. "leak_set_ma+res_gain_q12"."""
+    if isinstance(pid, int) and 0xFF < pid <= 0xFFFF:
+        return param_name(pid & 0xFF) + "+" + param_name(pid >> 8)
     if isinstance(pid, int) and 0 < pid < len(PARAMS):
         return PARAMS[pid]
     return "p" + str(pid)

@@ -23,10 +23,12 @@ EVENT = const(3)
 RESULT = const(4)
 CONFIG = const(5)
 SNAPSHOT = const(6)
+UPDATE_STATUS = const(7)  # signed update: the detector's progress (SPEC.md §12; app/ota.py)
 # Downlink (host -> detector).
 POLL = const(16)
 ACK = const(17)
 COMMAND = const(18)
+UPDATE = const(19)  # signed update: begin, chunk, status, install, abort (SPEC.md §12)
 
 # Their names: host.TYPE_NAMES.
 
@@ -69,6 +71,14 @@ NA_U16 = const(0xFFFF)
 NA_I16 = const(-32768)
 
 MAX_SAMPLES = const(96)  # per SNAPSHOT chunk: keeps the frame under 254 bytes
+
+# UPDATE ops (payload byte 0, SPEC.md §12): 1 begin (u32 image, u32 size), 2 chunk (u32 image,
+# u32 offset, data), 3 status, 4 install, 5 abort (u32 image). Private here (a public const is
+# a dict slot and a qstr on the detector's heap): the host's are host.UP_*, the detector's
+# app/ota.py's.
+_UP_BEGIN = const(1)
+_UP_CHUNK = const(2)
+_UP_MAX_CHUNK = const(200)  # image bytes a chunk carries at most
 
 
 def _num(v, table):
@@ -120,9 +130,11 @@ MIN_LEN[EVENT] = 10
 MIN_LEN[RESULT] = 10
 MIN_LEN[CONFIG] = 4
 MIN_LEN[SNAPSHOT] = 12
+MIN_LEN[UPDATE_STATUS] = 17
 MIN_LEN[POLL] = 0
 MIN_LEN[ACK] = 4
 MIN_LEN[COMMAND] = 1
+MIN_LEN[UPDATE] = 5
 
 
 def _poll(b, s, e):
@@ -166,7 +178,17 @@ def _unpack_command(b, s, e):
     return d
 
 
-_UNPACK = {POLL: _poll, ACK: _ack, COMMAND: _unpack_command}  # the detector's view
+def _unpack_update(b, s, e):
+    # The detector's view of UPDATE: the payload itself (app/ota.py, loaded only for an update,
+    # reads its fields; the host's view is host.py's); here only its length is checked.
+    n = e - s
+    op = b[s]
+    if (op == _UP_BEGIN and n < 9) or (op == _UP_CHUNK and not 10 <= n <= 9 + _UP_MAX_CHUNK):
+        return None
+    return memoryview(b)[s:e]
+
+
+_UNPACK = {POLL: _poll, ACK: _ack, COMMAND: _unpack_command, UPDATE: _unpack_update}
 
 
 def unpack(t, b, s, e, names=True):

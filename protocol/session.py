@@ -19,9 +19,9 @@ from protocol import frame as fr
 from protocol import messages
 from protocol.auth import equal
 
-# The detector never acts on an untagged ACK or COMMAND: an untagged ACK could silence an
-# alarm's retransmission, an untagged command could reset it.
-DETECTOR_REQUIRES = (messages.ACK, messages.COMMAND)
+# The detector never acts on an untagged ACK, COMMAND or UPDATE: an untagged ACK could silence
+# an alarm's retransmission, an untagged command could reset it, an untagged UPDATE write flash.
+DETECTOR_REQUIRES = (messages.ACK, messages.COMMAND, messages.UPDATE)
 # What hosts require tagged is protocol.host.HOST_REQUIRES (host-only: not on the detector's
 # heap).
 # The frames a sender retransmits until answered: their own counter class.

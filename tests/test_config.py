@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from efd import config
+from efd import config, fullscale
 from tests import mpy
 
 CASES = [
@@ -129,6 +129,10 @@ DOCUMENTED = {
 }
 
 
+# The settings in a cross-field rule (efd.fullscale): set value vs its input's full scale.
+CROSS = ("leak_set_ma", "res_gain_q12", "line_set_a", "phase_gain_q12")
+
+
 def test_every_setting_has_its_documented_default():
     cfg = config.make()
     assert list(cfg) == list(DOCUMENTED) == list(config.NAMES)
@@ -139,8 +143,13 @@ def test_every_setting_has_its_documented_default():
 def test_every_range_is_probed_at_both_ends(name):
     _, lo, hi = DOCUMENTED[name]
     other = {"ct_bias_lo": "ct_bias_hi", "ct_bias_hi": "ct_bias_lo"}
+    # Range ends alone: some ends are valid only with another setting changed too (the
+    # cross-field rules of efd.fullscale, test_cross_field_* below).
     for ok in (lo, hi):
         assert config.make({name: ok})[name] == ok
+        if (name, ok) in (("res_gain_q12", 1), ("phase_gain_q12", 1), ("line_set_a", 630)):
+            with pytest.raises(config.ConfigError):
+                _make({name: ok})
     for bad in (lo - 1, hi + 1):
         with pytest.raises(config.ConfigError) as e:
             config.make({name: bad})
@@ -170,3 +179,54 @@ def test_settings_are_checked_one_by_one_and_applied_together():
     for bad in (True, False, 1.0, "1", None):
         with pytest.raises(config.ConfigError, match="whole number"):
             config.check("arc_enabled", bad)
+
+
+def _make(overrides):
+    """What the detector's settings path checks (app.settings): each setting, then the
+    combinations."""
+    return fullscale.check(config.make(overrides)) or config.make(overrides)
+
+
+def _boundary_gain(units):
+    """The lowest Q12 gain whose full scale reaches `units` (searched, not the formula)."""
+    g = 1
+    while fullscale.full_scale(g) < units:
+        g += 1
+    return g
+
+
+def test_full_scale_matches_the_reading_of_the_largest_unclipped_sine():
+    # Documented figures (docs/hardware.md): 1447 mA residual, 144.74 A phase at the defaults.
+    assert fullscale.full_scale(4096) == 1447
+    assert fullscale.full_scale(40960) == 14474
+    assert fullscale.full_scale(60000) == 21203  # the highest phase full scale: 212 A
+
+
+@pytest.mark.parametrize(
+    "set_name,gain_name,set_value,scale",
+    [("leak_set_ma", "res_gain_q12", 1000, 1), ("leak_set_ma", "res_gain_q12", 20, 1),
+     ("line_set_a", "phase_gain_q12", 32, 100), ("line_set_a", "phase_gain_q12", 212, 100)],
+)  # fmt: skip
+def test_cross_field_set_value_at_full_scale_is_the_boundary(set_name, gain_name, set_value, scale):
+    g = _boundary_gain(set_value * scale)
+    # Exactly at full scale (or the first gain reaching it): accepted.
+    cfg = _make({set_name: set_value, gain_name: g})
+    assert fullscale.full_scale(g) >= set_value * scale > fullscale.full_scale(g - 1)
+    assert cfg[gain_name] == g
+    # One gain step lower: the set value is beyond full scale, refused naming both settings.
+    with pytest.raises(config.ConfigError) as e:
+        _make({set_name: set_value, gain_name: g - 1})
+    assert (e.value.key, e.value.other) == (set_name, gain_name)
+    assert "full scale" in e.value.reason and gain_name in e.value.reason
+
+
+def test_cross_field_is_checked_after_every_single_setting():
+    # A value out of its own range is named alone (other None), before any combination.
+    with pytest.raises(config.ConfigError) as e:
+        _make({"leak_set_ma": 1001, "res_gain_q12": 100})
+    assert (e.value.key, e.value.other) == ("leak_set_ma", None)
+    # 630 A is in line_set_a's range but beyond any phase gain's full scale (212 A).
+    with pytest.raises(config.ConfigError) as e:
+        _make({"line_set_a": 630, "phase_gain_q12": 60000})
+    assert (e.value.key, e.value.other) == ("line_set_a", "phase_gain_q12")
+    config.make({"ct_bias_lo": 2047, "ct_bias_hi": 2049})

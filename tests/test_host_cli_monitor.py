@@ -228,14 +228,19 @@ def test_set_config_in_range_is_sent(det, capsys, tmp_path):
 
     def answer(fields, counter):
         sent.append(fields)
-        return [(0, det.result(counter, "set_config")), (0.05, det.config())]
+        return [(0, det.result(counter, fields["cmd"])), (0.05, det.config())]
 
     det.on_command = answer
     rc, out, err = run_monitor(
         capsys, det, tmp_path / "m.json", "set-config", "leak_set_ma=500", "fault_delay_s=9"
     )
     assert rc == 0, err
-    assert sent == [{"cmd": "set_config", "params": [["leak_set_ma", 500], ["fault_delay_s", 9]]}]
+    # The detector's settings first (the cross-field rules are checked against them), then the
+    # change itself; only the change's answer is printed.
+    assert sent == [
+        {"cmd": "get_config"},
+        {"cmd": "set_config", "params": [["leak_set_ma", 500], ["fault_delay_s", 9]]},
+    ]
     assert [d["type"] for d in out] == ["config", "result"]
 
 

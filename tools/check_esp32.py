@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tools import fwbuild
 
-CHECKED = ["firmware/lib/app/hal_esp32.py", "firmware/lib/app/board.py"]
+CHECKED = ["firmware/lib/app/hal_esp32.py", "firmware/lib/app/board.py", "firmware/lib/app/wifi.py"]
 STUBS = ("machine.pyi", "esp32.pyi", "micropython.pyi", "_mpy_shed")
 
 

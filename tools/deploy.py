@@ -2,6 +2,7 @@
 
     python -m tools.deploy PORT [--arch auto|xtensawin|x64] [--no-reset]     (make deploy PORT=...)
     python -m tools.deploy PORT --provision --device ID --key-file KEY [--config FILE.json]
+                           [--wifi WIFI.json]
     python -m tools.deploy PORT --provision --device ID --new-key KEY [--registry FLEET.csv]
     python -m tools.deploy PORT --reset-only
 
@@ -198,7 +199,9 @@ def detect_arch(port: str) -> tuple[str, str]:
     return arch, platform
 
 
-def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
+def deploy(
+    port: str, arch: str = "auto", reset: bool = True, vendor_pub: bytes | None = None
+) -> dict[str, int]:
     platform = "esp32" if arch == "xtensawin" else "linux"
     if arch == "auto":
         arch, platform = detect_arch(port)
@@ -206,7 +209,7 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
     # A private build folder: deploys to several devices (parallel tests) may run at once.
     with tempfile.TemporaryDirectory(prefix=f"deploy-{arch}-") as d:
         out = Path(d)
-        sizes = fwbuild.build(arch, out, board)
+        sizes = fwbuild.build(arch, out, board, vendor_pub=vendor_pub)
         # `fs cp -r` creates the folders and skips files whose hash already matches.
         # Destination ":." (an existing folder, so lib/ goes inside it): mpremote strips a bare
         # ":" or ":/" to "", finds no such folder and would spill lib's contents into the root.
@@ -223,6 +226,9 @@ def deploy(port: str, arch: str = "auto", reset: bool = True) -> dict[str, int]:
             str(out / "main.py"),
             ":main.py",
         )
+        # What was just written is lib/: boot it, whatever slot a signed update had chosen
+        # (fw.json, docs/firmware.md "Signed over-the-air update").
+        run_mp(port, "exec", "import os\ntry:\n os.remove('fw.json')\nexcept OSError:\n pass")
     if reset:
         reset_device(port, platform)
     return sizes
@@ -256,13 +262,21 @@ def current_identity(port: str) -> tuple[str | None, str]:
 
 
 def provision(
-    port: str, device: int, key: str, config: dict | None, reset: bool = True
+    port: str,
+    device: int,
+    key: str,
+    config: dict | None,
+    reset: bool = True,
+    wifi: dict | None = None,
 ) -> list[str]:
     """Write the provisioning files, then reset the device (the firmware reads its identity
     and settings at boot: without it, the running firmware kept the old ones and the next
-    command under the new key went unanswered); returns their names."""
+    command under the new key went unanswered); returns their names. wifi: the WiFi link's
+    credentials and addresses (provisioning.wifi_text), written as wifi.json."""
     ident, platform = current_identity(port)
     files = provisioning.files(device, key, ident, config)
+    if wifi is not None:
+        files[provisioning.WIFI] = provisioning.wifi_text(wifi)
     with tempfile.TemporaryDirectory() as d:
         args: list[str] = []
         for name, text in files.items():
@@ -319,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("port", help="the device's REPL serial port (or the virtual console pty)")
     ap.add_argument("--arch", default="auto")
     ap.add_argument(
+        "--vendor-pub",
+        help="the vendor's public key file (tools.keys vendor-new): built in, so the detector "
+        "accepts updates signed with it (without it, none)",
+    )
+    ap.add_argument(
         "--no-reset", action="store_true", help="do not restart the device after writing"
     )
     ap.add_argument(
@@ -337,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         "--registry", metavar="CSV", help="with --new-key: also set the key in this registry"
     )
     ap.add_argument("--config", help="JSON file of settings (efd/config.py names)")
+    ap.add_argument(
+        "--wifi",
+        metavar="FILE.json",
+        help="with --provision: the WiFi link, {ssid, psk, gateway: a.b.c.d:port, port, ntp} "
+        "(keep the file out of the repository; its secrets are never printed)",
+    )
     a = ap.parse_args(argv)
     try:
         if a.provision:
@@ -354,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                 key = a.key or Path(a.key_file).read_text().strip()
             provisioning.check(a.device, key)
             cfg = json.loads(Path(a.config).read_text()) if a.config else None
+            wifi = json.loads(Path(a.wifi).read_text()) if a.wifi else None
+            if wifi is not None:
+                provisioning.wifi_text(wifi)  # checked before anything is written
             first_contact(a.port)  # a wrong port: said before a new key file is written
             if a.new_key:
                 try:
@@ -363,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{out} exists: a new key never overwrites an old one"
                     ) from None
                 print(f"new key for device {a.device:#x} written to {out}")
-            written = provision(a.port, a.device, key, cfg, not a.no_reset)
+            written = provision(a.port, a.device, key, cfg, not a.no_reset, wifi)
             print(f"provisioned device {a.device:#x} on {a.port}: {', '.join(written)}")
             if a.no_reset:
                 print(
@@ -388,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             reset_device(a.port, detect_arch(a.port)[1])
             print(f"restarted the device on {a.port}")
             return 0
-        sizes = deploy(a.port, a.arch, not a.no_reset)
-    except (ValueError, OSError, RegistryError) as e:
+        pub = keys.load_pub(a.vendor_pub) if a.vendor_pub else None
+        sizes = deploy(a.port, a.arch, not a.no_reset, pub)
+    except (ValueError, OSError, RegistryError) as e:  # keys.KeyFileError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     mpy = sum(v for k, v in sizes.items() if k.endswith(".mpy"))

@@ -16,9 +16,11 @@ kernel and the ESP32 HAL's burst loop do not.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +37,7 @@ PACKAGES = {
 # the ESP32 image without it, so any import of it on the detector's path would show there.
 SKIP_BY_ARCH = {
     "xtensawin": ("app/hal_sim.py", "app/sim_io.py", "protocol/host.py"),
-    "x64": ("app/hal_esp32.py",),
+    "x64": ("app/hal_esp32.py", "app/wifi.py"),
 }
 # sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h MP_NATIVE_ARCH_*)
 ARCH_BY_CODE = {
@@ -74,19 +76,48 @@ def sources(arch: str, board: str | None = None) -> list[tuple[Path, str]]:
     return out
 
 
-def build(arch: str, out: Path, board: str | None = None) -> dict[str, int]:
-    """Compile into `out` (emptied first). Returns {device path: size in bytes}."""
+def build(
+    arch: str,
+    out: Path,
+    board: str | None = None,
+    vendor_pub: bytes | None = None,
+    version: tuple[int, int, int] | None = None,
+) -> dict[str, int]:
+    """Compile into `out` (emptied first). Returns {device path: size in bytes}.
+    vendor_pub: the vendor's Ed25519 public key (32 bytes), built in as app/vendor_key.py so
+    the detector accepts updates signed with it (without one it refuses every update: no_key).
+    version: the firmware version the image reports (app.VERSION), default the source's."""
     if out.exists():
         shutil.rmtree(out)
     sizes: dict[str, int] = {}
-    for src, rel in sources(arch, board):
-        dst = out / "lib" / rel.replace(".py", ".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [mpy_cross(), f"-march={arch}", "-O3", "-s", rel, "-o", str(dst), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
-        sizes["lib/" + rel.replace(".py", ".mpy")] = dst.stat().st_size
+    with tempfile.TemporaryDirectory(prefix="fwbuild-") as tmp:
+        todo = sources(arch, board)
+        if version is not None:
+            init = Path(tmp) / "__init__.py"
+            text = (FIRMWARE / "lib" / "app" / "__init__.py").read_text()
+            text, n = re.subn(
+                r"^VERSION = \(.*\)$", f"VERSION = {tuple(version)!r}", text, count=1, flags=re.M
+            )
+            assert n == 1, "app/__init__.py has no VERSION line"
+            init.write_text(text)
+            todo = [(init, r) if r == "app/__init__.py" else (p, r) for p, r in todo]
+        if vendor_pub is not None:
+            if len(vendor_pub) != 32:
+                raise SystemExit("the vendor public key must be 32 bytes (64 hex digits)")
+            vk = Path(tmp) / "vendor_key.py"
+            vk.write_text(
+                "# The vendor's Ed25519 public key: updates must be signed with its private half.\n"
+                f"KEY = {vendor_pub!r}\n"
+            )
+            todo.append((vk, "app/vendor_key.py"))
+        for src, rel in todo:
+            dst = out / "lib" / rel.replace(".py", ".mpy")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [mpy_cross(), f"-march={arch}", "-O3", "-s", rel, "-o", str(dst), str(src)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
+            sizes["lib/" + rel.replace(".py", ".mpy")] = dst.stat().st_size
     for name in SOURCE_FILES:
         shutil.copy2(FIRMWARE / name, out / name)
         sizes[name] = (out / name).stat().st_size

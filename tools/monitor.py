@@ -17,8 +17,10 @@ commands look like replays.
 Every frame carries "time_utc", the detector's clock; while that clock is unset (time 0, e.g.
 the virtual device without --rtc, or before time-sync) it carries "clock": "unset" and
 "rx_utc", the host's reception time, instead. set-config refuses unknown settings and values
-outside the detector's ranges before sending anything (exit status 2); a "bad_argument" RESULT
-names the refused setting in "param".
+outside the detector's ranges before sending anything (exit status 2), and combinations that
+make an alarm impossible (a set value beyond its input's full scale at the detector's gain,
+checked against the detector's settings fetched first), naming both settings; a "bad_argument"
+RESULT names the refused setting in "param" ("a+b" for a refused combination).
 """
 
 from __future__ import annotations
@@ -177,6 +179,24 @@ class HostLink:
         self.send(M.POLL, {}, auth=False)
 
 
+def device_config(link: HostLink) -> dict | None:
+    """The detector's settings {name: value} (a get_config command), None if it did not
+    answer with a CONFIG."""
+    res = link.command({"cmd": "get_config"}, timeout=COMMAND_TIMEOUT_S)
+    if res is None or res["status"] != "ok":
+        return None
+    # The CONFIG follows the RESULT: at once on a point-to-point link, in reply to the next
+    # POLL on a polled bus (SPEC.md §9).
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        for d in reversed(link.frames):
+            if d["type"] == "config":
+                return {name: value for name, value in d["params"]}
+        link.poll()
+        link.pump(0.3)
+    return None
+
+
 def _utc(unix: float, ms: bool = False) -> str:
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix))
     return text + (f".{int(unix * 1000) % 1000:03d}Z" if ms else "Z")
@@ -281,6 +301,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.action == "watch":
             return _watch(link, a.port, a.seconds)
+        if a.action == "set-config":
+            # The cross-field rules (efd.config) against the detector's own settings, before
+            # anything changes: a refused combination is named here, both settings.
+            # (No CONFIG: the detector is not answering; the command below says so.)
+            current = device_config(link)
+            link.frames.clear()
+            try:
+                if current is not None:
+                    host.check_combination(params, current)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
         res = link.command(
             fields, timeout=COMMAND_TIMEOUT_S * (1.5 if a.action == "selftest" else 1)
         )

@@ -4,6 +4,8 @@
     identity.json   {"device": id, "key": 64 hex digits}   the firmware's app/boot.py reads it
     state.json      {"boots": 0, "host_ctr": 0}            fresh counters, only with a NEW key
     config.json     settings overrides (efd/config.py names), validated as the firmware would
+    wifi.json       {"ssid", "psk", "gateway": "a.b.c.d:port", "port", "ntp"}: the WiFi link
+                    (app/wifi.py); never in the repository, never printed (mask())
 
 Why state.json only with a new key (protocol/SPEC.md section 7.4): the detector's state holds
 its downlink mark, the counter of the last command it accepted. Marks at 0 are safe only
@@ -71,7 +73,53 @@ def files(
         out[STATE] = json.dumps({"boots": 0, "host_ctr": 0})
     if config:
         from efd import config as efd_config
+        from efd import fullscale
 
-        efd_config.make(config)  # refuse what the firmware would refuse
+        fullscale.check(efd_config.make(config))  # refuse what the firmware would refuse
         out[CONFIG] = json.dumps(config)
     return out
+
+
+WIFI = "wifi.json"
+
+
+def _ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 for p in parts)
+
+
+def wifi_text(cfg: dict) -> str:
+    """wifi.json for app/wifi.py from {"ssid", "psk", "gateway": "a.b.c.d:port", "port": local
+    UDP port (default 47101), "ntp": "a.b.c.d[:port]" (optional)}, checked as the firmware needs it:
+    IP literals only (a name would need a DNS lookup, which blocks the sampling loop on the
+    board), a WPA2 passphrase of 8..63 characters. Errors never repeat the secrets."""
+    if not isinstance(cfg, dict):
+        raise ProvisionError("wifi: a JSON object with ssid, psk, gateway")
+    ssid, psk, gw = cfg.get("ssid"), cfg.get("psk"), cfg.get("gateway")
+    if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
+        raise ProvisionError("wifi: ssid must be 1..32 bytes")
+    if not isinstance(psk, str) or not 8 <= len(psk) <= 63:
+        raise ProvisionError("wifi: psk (the WPA2 passphrase) must be 8..63 characters")
+    host, _, port = str(gw).rpartition(":")
+    if not _ipv4(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProvisionError(
+            f"wifi: gateway must be an IPv4 address and port, e.g. 192.168.1.10:47100, "
+            f"not {gw!r} (no host names: a DNS lookup would block the detector)"
+        )
+    out: dict[str, str | int] = {"ssid": ssid, "psk": psk, "gateway": f"{host}:{int(port)}"}
+    local = cfg.get("port", 47101)
+    if not isinstance(local, int) or not 0 < local < 65536:
+        raise ProvisionError("wifi: port (the detector's own UDP port) must be 1..65535")
+    out["port"] = local
+    ntp = cfg.get("ntp")
+    if ntp:
+        h, _, p = str(ntp).partition(":")
+        if not _ipv4(h) or (p and (not p.isdigit() or not 0 < int(p) < 65536)):
+            raise ProvisionError(f"wifi: ntp must be an IPv4 address[:port], not {ntp!r}")
+        out["ntp"] = ntp
+    return json.dumps(out)
+
+
+def mask(text: str) -> str:
+    """A secret for logs: never more than its first 2 characters and its length."""
+    return f"{text[:2]}***({len(text)})"

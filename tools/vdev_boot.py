@@ -63,8 +63,39 @@ def _at_the_repl():
     sys.modules["os"] = _Os(os)
 
 
+def _gain_error():
+    """EFD_GAIN_ERR (python -m tools.virtual_device --gain-error RES_PCT,PHASE_PCT): a unit
+    whose CT front ends are off nominal, for `make calibrate`. The built-in generator of the
+    simulated HAL makes its codes with the detector's gains (an ideal unit); here, for the
+    virtual device only, it makes them with the unit's true gains instead (the detector's own
+    gains are put back before it processes the window). Kept out of app/hal_sim.py, whose
+    every byte counts against the 64 KB heap of the routine hour (tests/firmware)."""
+    ge = os.getenv("EFD_GAIN_ERR")
+    if not ge:
+        return
+    from app import hal_sim, sim_io
+
+    true = sim_io.true_gains(ge)
+    sample = hal_sim.SimHal.sample
+
+    def sample_true(self, det):
+        # (Every window, not only when dirty: a control message read inside sample() makes it so.)
+        if self.feed is not None:
+            return sample(self, det)
+        cfg = det.cfg
+        kept = cfg["res_gain_q12"], cfg["phase_gain_q12"]
+        cfg["res_gain_q12"], cfg["phase_gain_q12"] = true
+        try:
+            return sample(self, det)
+        finally:
+            cfg["res_gain_q12"], cfg["phase_gain_q12"] = kept
+
+    hal_sim.SimHal.sample = sample_true
+
+
 try:
-    _run("boot.py")
+    _run("boot.py")  # (it may choose the image's folder: patch the modules main.py will use)
+    _gain_error()
     _run("main.py")
 finally:
     _at_the_repl()

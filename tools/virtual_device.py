@@ -49,6 +49,17 @@ DEFAULT_FLASH = ROOT / "build" / "vdev-flash"
 CAUSE_POWER_ON, CAUSE_HARD, CAUSE_WATCHDOG, CAUSE_SOFT = 1, 2, 3, 5
 
 
+def _gain_error(text: str) -> str:
+    """--gain-error RES_PCT,PHASE_PCT: two percentages within +-30."""
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: two percentages, e.g. 9,-9") from None
+    if not (-30 <= a <= 30 and -30 <= b <= 30):
+        raise argparse.ArgumentTypeError(f"{text!r}: each error within -30..30 %")
+    return f"{a:g},{b:g}"
+
+
 def state_path(flash: str | Path) -> Path:
     """The state file of the virtual device on this flash folder when --state is not given:
     where both the supervisor and `ctl` look by default."""
@@ -162,6 +173,8 @@ class Supervisor:
             env["EFD_FEED"] = str(self.args.feed)
         if self.args.rtc:
             env["EFD_RTC"] = "host"
+        if getattr(self.args, "gain_error", None):
+            env["EFD_GAIN_ERR"] = self.args.gain_error
 
         cmd = [micropython(), "-X", f"heapsize={self.args.heap}", "-i", str(BOOT)]
         self.child, self.child_m = spawn(cmd, self.flash, env)
@@ -553,6 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wdt-s", type=float, default=8.0, help="watchdog timeout (board: 8 s)")
     ap.add_argument("--heap", default="256k", help="MicroPython heap size")
     ap.add_argument("--rtc", action="store_true", help="start with the clock set (host time)")
+    ap.add_argument(
+        "--gain-error",
+        type=_gain_error,
+        metavar="RES_PCT,PHASE_PCT",
+        help="this unit's CT front end off nominal by these percentages, e.g. 9,-9 (a unit to "
+        "calibrate: make calibrate; built-in generator only)",
+    )
     ap.add_argument("--echo", action="store_true", help="also print the console output here")
     ap.add_argument("--once", action="store_true", help="exit when the firmware exits")
     ap.add_argument("--quiet", action="store_true")

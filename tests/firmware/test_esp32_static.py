@@ -19,7 +19,7 @@ def test_esp32_hal_compiles_and_type_checks():
         check=False,
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "Success: no issues found in 2 source files" in p.stdout
+    assert "Success: no issues found in 3 source files" in p.stdout
 
 
 def test_mip_package_lists_exactly_the_esp32_image():

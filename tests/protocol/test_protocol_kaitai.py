@@ -119,6 +119,22 @@ def to_fields(k):
             d["snap_id"] = a.snap_id
         elif d["cmd"] == "resync":
             d["mark"] = a.mark
+    elif t == "update_status":
+        d.update(
+            state=_e(p.state),
+            result=_e(p.result),
+            image=p.image,
+            have=p.have,
+            size=p.size,
+            fw=list(p.fw),
+        )
+    elif t == "update":
+        d.update(op=_e(p.op), image=p.image)
+        a = getattr(p, "args", None)
+        if d["op"] == "begin":
+            d["size"] = a.size
+        elif d["op"] == "chunk":
+            d.update(offset=a.offset, data=a.data.hex())
     return d
 
 

@@ -212,7 +212,7 @@ def test_version(version, want):
     assert name(fr.parse(raw_frame(M.POLL, version=3))) == "version"
 
 
-@pytest.mark.parametrize("typ", [0, 7, 15, 19, 31])
+@pytest.mark.parametrize("typ", [0, 8, 15, 20, 31])
 def test_unknown_type_keeps_the_header(typ):
     e = fr.parse(raw_frame(typ, bytes(20)))
     assert name(e) == "unknown_type" and (e.device, e.seq, e.type) == (DEV, 5, typ)

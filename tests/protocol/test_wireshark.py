@@ -127,7 +127,7 @@ def shown(fields: list) -> dict:
         if k == "type":
             typ, d["type_code"] = _enum(showname)
             d["type"] = typ
-        elif k in ("kind", "channel", "reset_cause", "cmd", "ack_type"):
+        elif k in ("kind", "channel", "reset_cause", "cmd", "ack_type", "op", "state", "result"):
             d[k] = _enum(showname)[0]
         elif k == "status":
             if typ == "result":
@@ -152,10 +152,12 @@ def shown(fields: list) -> dict:
             d[k] = show
         elif k in ("auth", "tag_verified", "crc_good"):
             d[k] = show in ("1", "True")
-        elif k in ("tag", "payload", "extra", "args"):
+        elif k in ("tag", "payload", "extra", "args", "data"):
             d[k] = value
         elif k in ("error", "reason", "tag_status", "status_flags", "time_utc"):
             d[k] = show
+        elif k == "update_offset":  # UPDATE's u32 offset (SNAPSHOT's is a u16 field)
+            d["offset"] = int(show, 0)
         elif k in ("samples_list",):
             pass  # a container: its items are the samples
         else:
@@ -181,7 +183,7 @@ _INT_FIELDS = {
     "wire_len", "hdr", "version", "device", "seq", "time", "counter", "crc", "crc_calc",
     "boot_count", "config_hash", "host_counter", "value", "threshold", "cmd_counter", "snap_id",
     "chunk", "chunks", "scale_exp", "rate_hz", "trigger", "offset", "ack_seq", "ack_crc",
-    "set_time", "mark", "reassembled_from",
+    "set_time", "mark", "reassembled_from", "image", "size", "have",
 }  # fmt: skip
 _FIXED = {
     messages.HELLO: 16,
@@ -324,6 +326,9 @@ def test_lua_tables_match_the_codec():
     assert table("PARAMS") == named(host.PARAMS)
     assert table("STATUS_FLAGS") == {9 + i: f for i, f in enumerate(host.STATUS_FLAGS)}
     assert table("FAULT_NAMES") == named(names.FAULT_NAMES)
+    assert table("UPDATE_OPS") == named(host.UPDATE_OPS)
+    assert table("UPDATE_STATES") == named(host.UPDATE_STATES) | {0: host.UPDATE_STATES[0]}
+    assert table("UPDATE_RESULTS") == named(host.UPDATE_RESULTS) | {0: host.UPDATE_RESULTS[0]}
     min_len = {t: n for t, n in enumerate(messages.MIN_LEN) if n != 0xFF}
     lua_min = {int(k): int(v) for k, v in re.findall(r"\[(\d+)\] = (\d+)", re.search(
         r"^local MIN_LEN = \{(.*)\}$", src, re.M).group(1))}  # fmt: skip

@@ -3,6 +3,7 @@
     python -m tools.gateway run --registry fleet.csv --db efd.db --udp 127.0.0.1:47000
     python -m tools.gateway query alarms --db efd.db
     python -m tools.gateway report --db efd.db --plan tools/gateway/data/target_plan_2020.csv
+    python -m tools.gateway migrate --db postgresql://efd@db.example:5432/efd
     python -m tools.gateway command --mqtt 127.0.0.1:1883 --device 100001 reset --channel all
 
 User mistakes (a missing file, a bad address, an unknown table) and a gateway that cannot start
@@ -17,12 +18,12 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
 from protocol.host import parse_settings
 from tools.gateway import query as Q
+from tools.gateway.db import mask
 from tools.gateway.registry import (
     PLAN_2020,
     RegistryError,
@@ -125,10 +126,17 @@ def mqtt_credentials(args) -> tuple[str | None, str | None]:
     return user, password
 
 
+DB_HELP = (
+    "the database: a SQLite file, or postgresql://user@host:port/dbname (the password from "
+    "PGPASSWORD or ~/.pgpass rather than in the URL, which `ps` shows) (default: %(default)s)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m tools.gateway",
-        description="Detector gateway: ingest (serial, UDP, MQTT), store (SQLite), republish.",
+        description="Detector gateway: ingest (serial, UDP, MQTT), store (SQLite or PostgreSQL), "
+        "republish.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--secret-file", help="fleet secret for keys not in the registry (or env EFD_FLEET_SECRET)"
     )
-    r.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
+    r.add_argument("--db", default="efd-gateway.db", metavar="PATH|URL", help=DB_HELP)
     r.add_argument(
         "--name",
         default="",
@@ -236,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome), devices, offline (never heard or silent), counters, export TABLE (CSV)",
     )
     q.add_argument("table", nargs="?", help="for export: " + ", ".join(Q.EXPORTS))
-    q.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
+    q.add_argument("--db", default="efd-gateway.db", metavar="PATH|URL", help=DB_HELP)
     q.add_argument("--since", help="time: unix s, age (15m, 2h, 7d) or ISO 8601")
     q.add_argument("--device", type=device_id, metavar="ID", help="one device (decimal or 0xHEX)")
     q.add_argument("--kind", help="event kind (alarm, prealarm, fault, ...)")
@@ -263,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--out", help="write to this file instead of stdout")
 
     rp = sub.add_parser("report", help="installed / online / in-alarm per unit vs a plan")
-    rp.add_argument("--db", default="efd-gateway.db", help="SQLite database (default: %(default)s)")
+    rp.add_argument("--db", default="efd-gateway.db", metavar="PATH|URL", help=DB_HELP)
     rp.add_argument("--plan", default=str(PLAN_2020), help="plan CSV (default: the 2020 plan)")
     rp.add_argument(
         "--offline-after",
@@ -273,6 +281,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--csv", action="store_true", help="CSV on stdout")
     rp.add_argument("-o", "--out", help="write to this file instead of stdout")
+
+    mg = sub.add_parser(
+        "migrate",
+        help="create or upgrade the database schema (the gateway also does it at start)",
+        description="Apply the schema migrations this gateway knows and the database lacks "
+        "(tools/gateway/migrations/), then (re)create the views; print the current version "
+        "and the versions applied. Safe beside running gateways (one schema lock).",
+    )
+    mg.add_argument("--db", default="efd-gateway.db", metavar="PATH|URL", help=DB_HELP)
+    mg.add_argument(
+        "--status", action="store_true", help="only print the versions (applied, pending)"
+    )
+
+    pr = sub.add_parser(
+        "prune",
+        help="delete telemetry older than --keep-days (events and commands are kept)",
+        description="Telemetry retention. PostgreSQL: drops the day partitions that ended more "
+        "than --keep-days ago (instant, whatever their size); SQLite: deletes those rows in "
+        "short transactions. Events, alarm state, commands, results, configs and snapshots "
+        "are the record and are never pruned. Safe beside running gateways; run it daily "
+        "(cron, systemd timer).",
+    )
+    pr.add_argument("--db", default="efd-gateway.db", metavar="PATH|URL", help=DB_HELP)
+    pr.add_argument(
+        "--keep-days",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="keep the telemetry of the last DAYS days",
+    )
 
     c = sub.add_parser("command", help="ask the gateways (over MQTT) to send a command")
     c.add_argument(
@@ -319,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for the broker and for a gateway's answer (default: %(default)s)",
     )
+    # Signed update rollout (issue 11): its options and code live in tools/gateway/update.py.
+    from tools.gateway import update as update_cli
+
+    update_cli.add_parser(sub)
     return ap
 
 
@@ -352,13 +394,76 @@ def _out(text: str, path: str | None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _open(db: str) -> sqlite3.Connection:
-    from tools.gateway.store import connect
+def _open(db: str):
+    from tools.gateway.db import DbError, mask, open_db
 
     try:
-        return connect(db, readonly=True)
+        return open_db(db, readonly=True)
     except FileNotFoundError:
         raise UsageError(f"{db}: no such database (run the gateway first, or pass --db)") from None
+    except DbError as e:
+        raise UsageError(str(e)) from None
+    except db_errors() as e:
+        raise UsageError(f"{mask(db)}: cannot open the database ({e})") from None
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    from tools.gateway.db import db_errors
+
+    return db_errors()
+
+
+def cmd_prune(args) -> int:
+    from tools.gateway import retention
+    from tools.gateway.db import DbError, is_url, open_db
+
+    if args.keep_days < 0:
+        raise UsageError("--keep-days must be >= 0")
+    if not is_url(args.db) and not Path(args.db).exists():
+        raise UsageError(f"{args.db}: no such database")
+    try:
+        db = open_db(args.db)
+    except DbError as e:
+        raise UsageError(str(e)) from None
+    try:
+        got = retention.prune(db, args.keep_days)
+    except db_errors() as e:
+        raise UsageError(f"{mask(args.db)}: not a gateway database ({e})") from None
+    finally:
+        db.close()
+    print(json.dumps({"keep_days": args.keep_days, **got}))
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from tools.gateway import migrations
+    from tools.gateway.db import DbError, is_url, mask, open_db
+    from tools.gateway.store import prepare
+
+    if args.status and not is_url(args.db) and not Path(args.db).exists():
+        raise UsageError(f"{args.db}: no such database")
+    if not is_url(args.db) and not Path(args.db).resolve().parent.is_dir():
+        raise UsageError(f"{args.db}: directory {Path(args.db).resolve().parent} does not exist")
+    try:
+        db = open_db(args.db)
+    except DbError as e:
+        raise UsageError(str(e)) from None
+    try:
+        done = [] if args.status else prepare(db)
+        st = migrations.status(db)
+    except migrations.SchemaError as e:
+        raise UsageError(f"{mask(args.db)}: {e}") from None
+    except db_errors() as e:
+        raise UsageError(f"{mask(args.db)}: not a gateway database ({e})") from None
+    finally:
+        db.close()
+    print(f"database: {mask(args.db)} ({db.dialect})")
+    print(f"current version: {st['current']}")
+    print(f"applied now: {', '.join(map(str, done)) or 'none'}")
+    print(f"applied: {', '.join(map(str, st['applied'])) or 'none'}")
+    if st["pending"]:
+        print(f"pending: {', '.join(map(str, st['pending']))}")
+    return 0
 
 
 def cmd_query(args) -> int:
@@ -386,8 +491,8 @@ def cmd_query(args) -> int:
             cols, rows = Q.export(db, args.table, since, raw=raw)
             if not args.json:
                 args.csv = True
-    except sqlite3.DatabaseError as e:
-        raise UsageError(f"{args.db}: not a gateway database ({e})") from None
+    except db_errors() as e:
+        raise UsageError(f"{mask(args.db)}: not a gateway database ({e})") from None
     finally:
         db.close()
     if args.json:
@@ -405,8 +510,8 @@ def cmd_report(args) -> int:
     db = _open(args.db)
     try:
         cols, rows = Q.report(db, plan, args.offline_after)
-    except sqlite3.DatabaseError as e:
-        raise UsageError(f"{args.db}: not a gateway database ({e})") from None
+    except db_errors() as e:
+        raise UsageError(f"{mask(args.db)}: not a gateway database ({e})") from None
     finally:
         db.close()
     _out(Q.format_csv(cols, rows) if args.csv else Q.format_table(cols, rows), args.out)
@@ -519,10 +624,13 @@ def cmd_command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.cmd == "update":  # signed update rollout: tools/gateway/update.py
+        from tools.gateway import update as update_cli
+
+        return update_cli.cmd_update(args)
     try:
-        return {"run": cmd_run, "query": cmd_query, "report": cmd_report, "command": cmd_command}[
-            args.cmd
-        ](args)
+        return {"run": cmd_run, "query": cmd_query, "report": cmd_report, "command": cmd_command,
+                "migrate": cmd_migrate, "prune": cmd_prune}[args.cmd](args)  # fmt: skip
     except (UsageError, RegistryError, Q.QueryError) as e:
         print(f"{ap.prog} {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -154,6 +154,7 @@ class Supervisor(vd.Supervisor):
             "starts": self.starts,  # processes started
             "flash": str(self.flash / "flash.img"),
             "work": str(self.work),
+            "wifi_down": str(self.work / "wifi_down"),  # exists = the access point is gone
         }
         tmp = Path(self.args.state + ".tmp")
         tmp.write_text(json.dumps(st) + "\n")
@@ -242,7 +243,7 @@ def prepare(args: argparse.Namespace, scn: Scenario) -> tuple[Path, dict[str, An
         "analog": str((work / "inputs.bin").resolve()),
         "stats_out": str((work / "stats.json").resolve()),
         "cpu_hz": 160_000_000,
-        "params": {"vref_mv": args.vref_mv},
+        "params": {"vref_mv": args.vref_mv, "ct_gain_err_ppm": _ppm(args.gain_error)},
         "api": str((work / "api.json").resolve()),
         "flash_image": str(img.resolve()),
         "root": "/flash",
@@ -257,9 +258,27 @@ def prepare(args: argparse.Namespace, scn: Scenario) -> tuple[Path, dict[str, An
             print("flash:   new; building the ESP32 image for this host ...", flush=True)
             image = twin_run.build_image(work / "image")
         cfg["load_files"] = str(image.resolve())
+    if args.wifi is not None:
+        # The access point the twin's network model offers: the provisioned credentials
+        # (--wifi), and an outage while the file WORK/wifi_down exists (state "wifi_down").
+        w = json.loads(args.wifi.read_text())
+        cfg["params"]["wifi"] = {
+            "ssid": w.get("ssid"),
+            "psk": w.get("psk"),
+            "down_file": str((work / "wifi_down").resolve()),
+        }
+        (work / "wifi_down").unlink(missing_ok=True)
     render.render(scn, work / "inputs.bin")
     (work / "api.json").write_text(json.dumps(api.for_twin(), separators=(",", ":")))
     return work, cfg
+
+
+def _ppm(gain_error: str | None) -> list[int]:
+    """--gain-error RES_PCT,PHASE_PCT as the twin's ct_gain_err_ppm (residual, 3 phases)."""
+    if not gain_error:
+        return [0, 0, 0, 0]
+    res, ph = (round(float(x) * 10000) for x in gain_error.split(","))
+    return [res, ph, ph, ph]
 
 
 def provisioning(args: argparse.Namespace, scn: Scenario) -> dict[str, str]:
@@ -271,6 +290,13 @@ def provisioning(args: argparse.Namespace, scn: Scenario) -> dict[str, str]:
         # The state file is written on the board side only if the identity there differs
         # (board/vdevice.py start(): same key, same state, tools/provisioning.py says why).
         out.update(provisioning.files(args.device, args.key))
+    if args.wifi is not None:
+        from tools import provisioning as prv
+
+        try:
+            out[prv.WIFI] = prv.wifi_text(json.loads(args.wifi.read_text()))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--wifi {args.wifi}: {e}") from None
     if args.apply_config and scn.config:
         from efd import config as efd_config
 
@@ -310,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vref-mv", type=int, default=1100, help="the chip's ADC reference (1100)")
     ap.add_argument("--heap", default="256k", help="MicroPython heap (the twin's models share it)")
     ap.add_argument("--rtc", action="store_true", help="power on with the RTC set (host time)")
+    ap.add_argument(
+        "--wifi",
+        type=Path,
+        metavar="FILE.json",
+        help="provision the WiFi link (tools/provisioning.py wifi.json: ssid, psk, gateway "
+        "a.b.c.d:port, port, ntp) and offer that access point; touch WORK/wifi_down for an outage",
+    )
+    ap.add_argument(
+        "--gain-error",
+        type=vd._gain_error,
+        metavar="RES_PCT,PHASE_PCT",
+        help="this unit's CT front ends off nominal by these percentages, e.g. 9,-9 (a unit "
+        "to calibrate: make calibrate)",
+    )
     ap.add_argument("--echo", action="store_true", help="also print the console output here")
     ap.add_argument("--once", action="store_true", help="exit when the firmware process exits")
     ap.add_argument("--quiet", action="store_true", help="no [vdev] log lines on stderr")
@@ -351,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
-        print(f"error: scenario config: {e}", file=sys.stderr)
+        where = "" if str(e).startswith("--wifi") else "scenario config: "
+        print(f"error: {where}{e}", file=sys.stderr)
         return 2
     try:
         work, cfg = prepare(args, scn)

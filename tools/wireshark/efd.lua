@@ -39,11 +39,16 @@ local efd = Proto("efd", "EFD electrical-fire detector protocol")
 -- Names (protocol/host.py, firmware/lib/efd/names.py, firmware/lib/efd/config.py) ------------
 -- Each table maps a wire code to the name the codec presents; codes not in a table are shown
 -- as numbers, as the codec does.
-local TYPE_NAMES = {[1] = "hello", [2] = "telemetry", [3] = "event", [4] = "result", [5] = "config", [6] = "snapshot", [16] = "poll", [17] = "ack", [18] = "command"}
+local TYPE_NAMES = {[1] = "hello", [2] = "telemetry", [3] = "event", [4] = "result", [5] = "config", [6] = "snapshot", [7] = "update_status", [16] = "poll", [17] = "ack", [18] = "command", [19] = "update"}
 local KIND_NAMES = {[1] = "prealarm", [2] = "alarm", [3] = "clear", [4] = "fault", [5] = "fault_clear", [6] = "reset", [7] = "selftest", [8] = "ror"}
 local CHANNEL_NAMES = {[0] = "residual", [1] = "temp0", [2] = "temp1", [3] = "temp2", [4] = "temp3", [5] = "phase0", [6] = "phase1", [7] = "phase2", [8] = "arc"}
 local CMD_NAMES = {[1] = "reset", [2] = "selftest", [3] = "set_config", [4] = "time_sync", [5] = "snapshot", [6] = "reboot", [7] = "get_config", [8] = "resync"}
 local RESULT_NAMES = {[0] = "ok", [1] = "unknown_command", [2] = "bad_argument", [3] = "busy", [4] = "failed", [5] = "locked"}
+-- The signed update (SPEC.md section 12): UPDATE ops, UPDATE_STATUS states and results.
+local UPDATE_OPS = {[1] = "begin", [2] = "chunk", [3] = "status", [4] = "install", [5] = "abort"}
+local UPDATE_STATES = {[0] = "idle", [1] = "receiving", [2] = "checking", [3] = "ready", [4] = "trial"}
+local UPDATE_RESULTS = {[0] = "ok", [1] = "bad_signature", [2] = "downgrade", [3] = "bad_image", [4] = "bad_hash", [5] = "too_large", [6] = "bad_offset", [7] = "wrong_image", [8] = "busy", [9] = "no_key", [10] = "rolled_back", [11] = "flash"}
+local UP_MAX_CHUNK = 200
 local RESET_CAUSES = {[0] = "unknown", [1] = "power_on", [2] = "hard", [3] = "watchdog", [4] = "deepsleep", [5] = "soft"}
 local PARAMS = {[1] = "mains_hz", [2] = "leak_set_ma", [3] = "leak_delay_s", [4] = "leak_prealarm_pct", [5] = "leak_hyst_pct", [6] = "temp_set_c", [7] = "temp_delay_s", [8] = "temp_prealarm_pct", [9] = "temp_hyst_c", [10] = "temp_ror_c_per_min", [11] = "temp_channels", [12] = "line_set_a", [13] = "line_delay_s", [14] = "line_prealarm_pct", [15] = "line_hyst_pct", [16] = "phase_channels", [17] = "arc_enabled", [18] = "fault_delay_s", [19] = "res_gain_q12", [20] = "phase_gain_q12", [21] = "ct_bias_lo", [22] = "ct_bias_hi"}
 -- Sensor fault codes (the value of a fault EVENT) and each channel's unit (SPEC.md section 2).
@@ -72,10 +77,10 @@ local CMD_ALL = 0xFF
 local MAX_SAMPLES = 96
 local EPOCH_UNIX = 1577836800 -- 2020-01-01T00:00:00Z
 -- Types a receiver requires tagged: hosts EVENT, RESULT, CONFIG, SNAPSHOT (host.HOST_REQUIRES),
--- detectors ACK, COMMAND (session.DETECTOR_REQUIRES).
-local REQUIRES_TAG = {[3] = true, [4] = true, [5] = true, [6] = true, [17] = true, [18] = true}
+-- and UPDATE_STATUS, detectors ACK, COMMAND and UPDATE (session.DETECTOR_REQUIRES).
+local REQUIRES_TAG = {[3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [17] = true, [18] = true, [19] = true}
 -- Minimum payload length per type (messages.MIN_LEN); types not listed do not exist.
-local MIN_LEN = {[1] = 16, [2] = 18, [3] = 10, [4] = 10, [5] = 4, [6] = 12, [16] = 0, [17] = 4, [18] = 1}
+local MIN_LEN = {[1] = 16, [2] = 18, [3] = 10, [4] = 10, [5] = 4, [6] = 12, [7] = 17, [16] = 0, [17] = 4, [18] = 1, [19] = 5}
 
 local function vs(t) -- a value_string table for a ProtoField (codes -> names)
     local out = {}
@@ -150,6 +155,15 @@ local F = {
     set_time = ProtoField.uint32("efd.set_time", "set_time", base.DEC),
     mark = ProtoField.uint32("efd.mark", "mark", base.DEC),
     args = ProtoField.bytes("efd.args", "args"),
+    -- UPDATE, UPDATE_STATUS (SPEC.md section 12)
+    op = ProtoField.uint8("efd.op", "op", base.DEC, vs(UPDATE_OPS)),
+    image = ProtoField.uint32("efd.image", "image", base.HEX, nil, nil, "SHA-256(manifest)[0:4], little-endian"),
+    size = ProtoField.uint32("efd.size", "size", base.DEC, nil, nil, "image bytes"),
+    update_offset = ProtoField.uint32("efd.update_offset", "offset", base.DEC),
+    data = ProtoField.bytes("efd.data", "data"),
+    state = ProtoField.uint8("efd.state", "state", base.DEC, vs(UPDATE_STATES)),
+    result = ProtoField.uint8("efd.result", "result", base.DEC, vs(UPDATE_RESULTS)),
+    have = ProtoField.uint32("efd.have", "have", base.DEC, nil, nil, "image bytes on flash, in order from 0"),
 }
 -- One boolean per TELEMETRY status bit: efd.status.alarm_<channel> (bits 0-8) and the flags.
 local STATUS_BITS = {}
@@ -576,6 +590,41 @@ PAYLOAD[18] = function(tree, tvb, s, e) -- COMMAND
     if cmd ~= 2 and cmd ~= 6 and cmd ~= 7 then -- unknown command: its arguments as bytes
         local ai = tree:add(F.args, tvb(a, n))
         if n == 0 then ai:set_text("args: (none)") end
+    end
+    return info
+end
+
+PAYLOAD[7] = function(tree, tvb, s, e) -- UPDATE_STATUS
+    local st, res = tvb(s, 1):uint(), tvb(s + 1, 1):uint()
+    add_enum(tree, F.state, "state", tvb(s, 1), st, UPDATE_STATES)
+    add_enum(tree, F.result, "result", tvb(s + 1, 1), res, UPDATE_RESULTS)
+    local image = tvb(s + 2, 4):le_uint()
+    tree:add(F.image, tvb(s + 2, 4), image)
+    local have, size = tvb(s + 6, 4):le_uint(), tvb(s + 10, 4):le_uint()
+    tree:add(F.have, tvb(s + 6, 4), have)
+    tree:add(F.size, tvb(s + 10, 4), size)
+    local ma, mi, pa = tvb(s + 14, 1):uint(), tvb(s + 15, 1):uint(), tvb(s + 16, 1):uint()
+    tree:add(F.fw, tvb(s + 14, 3), ma .. "." .. mi .. "." .. pa)
+    return named(UPDATE_STATES, st) .. " " .. named(UPDATE_RESULTS, res) .. " " .. hex32(image) .. " " .. have .. "/" .. size .. " fw " .. ma .. "." .. mi .. "." .. pa
+end
+
+PAYLOAD[19] = function(tree, tvb, s, e) -- UPDATE
+    local op, n = tvb(s, 1):uint(), e - s
+    if op == 1 and n < 9 then return nil end
+    if op == 2 and (n < 10 or n > 9 + UP_MAX_CHUNK) then return nil end
+    add_enum(tree, F.op, "op", tvb(s, 1), op, UPDATE_OPS)
+    local image = tvb(s + 1, 4):le_uint()
+    tree:add(F.image, tvb(s + 1, 4), image)
+    local info = named(UPDATE_OPS, op) .. " " .. hex32(image)
+    if op == 1 then
+        local size = tvb(s + 5, 4):le_uint()
+        tree:add(F.size, tvb(s + 5, 4), size)
+        info = info .. " size " .. size
+    elseif op == 2 then
+        local off = tvb(s + 5, 4):le_uint()
+        tree:add(F.update_offset, tvb(s + 5, 4), off)
+        tree:add(F.data, tvb(s + 9, n - 9))
+        info = info .. " @" .. off .. " +" .. (n - 9)
     end
     return info
 end

@@ -4,7 +4,7 @@
 import os
 from binascii import unhexlify
 
-from app import VERSION, settings, store
+from app import VERSION, fwslot, settings, store
 from efd import config
 
 IDENTITY = "identity.json"  # {"device": u32, "key": 64 hex digits}: `make provision`
@@ -59,6 +59,8 @@ def boot(app, hal):
         app.boots = app.n = 0xFFFF
         app.problems |= 8
     store.save_state(app)
+    # A new image on trial (app/fwslot.py): the windows it must run without error; else None.
+    app.upd = fwslot.trial_windows() or None
     hello = None
     if device:
         hello = {

@@ -11,6 +11,8 @@ from protocol import messages as M
 
 def command(app, f, counter, now):
     """-> (status, value, extra frames); status -1: the RESULT comes later."""
+    if counter < 0:
+        return update(app, f, now)
     # Persist before acting (SPEC.md §7.3): a replay after a power cut stays a replay.
     app.host_ctr = counter
     store.save_state(app)
@@ -73,3 +75,11 @@ def command(app, f, counter, now):
 
         return 0, 0, (settings.config_frame(app),)
     return 1, 0, ()
+
+
+def update(app, p, now):
+    """An authenticated UPDATE payload (SPEC.md §12) -> its UPDATE_STATUS frame. app/ota.py
+    is kept loaded (in app.upd) only while an update is in progress, and dropped after."""
+    from app import ota
+
+    return ota.handle(app, p, now)

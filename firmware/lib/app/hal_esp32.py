@@ -107,6 +107,26 @@ def _code(uv):
     return c if c < 4095 else 4095
 
 
+def _wifi(set_time):
+    """The WiFi link if wifi.json is on the flash (and valid), else None."""
+    try:
+        import json
+
+        with open("wifi.json") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    from app import wifi
+
+    try:
+        return wifi.WifiLink(cfg, set_time)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        # A bad file (or no radio) must not stop the detector: it falls back to the RS-485
+        # port; the console says why (the exception's type only: never a secret).
+        print("[wifi] not started:", type(e).__name__)
+        return None
+
+
 class UartLink:
     """RS-485 half duplex: DE high while our bytes go out, dropped within one link service of
     the last stop bit (UART.txdone(): the port's uart_wait_tx_done with no wait). write() never
@@ -180,7 +200,15 @@ class Esp32Hal:
         self.sum = array("i", [0])  # the burst's sum of residual codes
         self.late = 0  # late instants in the last window (Detector.late)
         self.late_total = 0
-        self.link = UartLink()
+        # The protocol link: WiFi + UDP when the flash holds wifi.json (provisioned like the
+        # key, tools/provisioning.py; app/wifi.py, loaded only then), else the RS-485 port.
+        self.wifi = _wifi(self.set_time)
+        if self.wifi is None:
+            self.link = UartLink()
+        else:
+            self.link = self.wifi
+            self.polled = False  # point-to-point: the detector sends unprompted (SPEC.md §9)
+        self.blink = 0
         self.service = self._service  # the app replaces it with its link service
         self.btn = P(board.PIN_BUTTON, P.IN, P.PULL_UP)
         self.btn_down = -1
@@ -291,7 +319,21 @@ class Esp32Hal:
         self.buzzer.value(alarm)
         self.relay.value(alarm)
         self.yellow.value(fault)
+        w = self.wifi
+        if w is not None and self._wifi_tick(w) != 2 and normal:
+            # WiFi link not up (docs/firmware.md, Indicators): green blinks 0.5 s on, 0.5 s off
+            # (this is called once per ~105 ms window); steady green = normal and linked.
+            # Alarm and fault indications never change with the link.
+            self.blink = (self.blink + 1) % 10
+            normal = self.blink < 5
         self.green.value(normal)
+
+    def _wifi_tick(self, w):
+        # The network is hostile and the driver may fail: nothing from it may stop the loop.
+        try:
+            return w.tick(time.ticks_ms())
+        except Exception:
+            return 0
 
     def button(self):
         now = time.ticks_ms()

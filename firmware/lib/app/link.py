@@ -138,12 +138,20 @@ class Link:
             if err.code != fr.E_DUPLICATE:
                 # SPEC.md §7.3: no answer to no_tag, bad_tag or replay: no oracle, no bus time.
                 return False
-            r = self.last_result
-            if t == M.COMMAND and r is not None and r not in ob:
-                ob.append(r)  # owed once, however many copies arrive (a replay flood)
-                del ob[:-_OWED]
-            return True
-        if t == M.COMMAND:
+            if t != M.UPDATE:  # UPDATE ops are idempotent: a duplicate is answered as new
+                r = self.last_result
+                if t == M.COMMAND and r is not None and r not in ob:
+                    ob.append(r)  # owed once, however many copies arrive (a replay flood)
+                    del ob[:-_OWED]
+                return True
+        if t == M.UPDATE:  # its UPDATE_STATUS: app/ota.py's (kept in app.upd while in use)
+            u = self.app.upd
+            if u is None or type(u) is int:
+                ob.append(self.app.command(f.fields, -1, now))
+            else:
+                ob.append(u.answer(f.fields, now))
+            del ob[:-_OWED]
+        elif t == M.COMMAND:
             fields = f.fields
             # The app persists the host counter before it acts (SPEC.md §7.3).
             status, value, extra = self.app.command(fields, f.counter, now)

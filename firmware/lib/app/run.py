@@ -37,7 +37,10 @@ def _drop():
     # their code is freed by the next collection and loaded again the next time. efd.config
     # is one of them: the detector validates settings only at boot and by command.
     for pkg, names in (
-        ("app", ("boot", "commands", "counters", "settings", "snapshot", "store")),
+        (
+            "app",
+            ("boot", "commands", "counters", "ed25519", "fwslot", "settings", "snapshot", "store"),
+        ),
         ("efd", ("config",)),
     ):
         d = sys.modules[pkg].__dict__
@@ -160,6 +163,12 @@ class App:
             self.start_selftest(now, 0)
         if self.reboot_at >= 0 and ticks.diff(now, self.reboot_at) >= 0 and not hal.link.busy():
             hal.reboot()
+        u = self.upd  # the signed update (SPEC.md §12): None on all but a few days of a life
+        if u is not None:
+            if type(u) is not int:
+                u.tick()  # one slice of a signature or copy check (app/ota.py)
+            elif self.windows >= u:  # a new image on trial ran its windows: keep or roll back
+                _rare("fwslot", "confirm", self)
         hal.wdt_feed()
         self.windows += 1
         if not self.windows & 63:
@@ -195,7 +204,8 @@ class App:
     # -- commands (authenticated by the link before they get here) ------------------------------
     def command(self, f, counter, now):
         """-> (status, value, extra frames); status -1: the RESULT comes later. Persists the
-        host counter first (SPEC.md §7.3)."""
+        host counter first (SPEC.md §7.3). counter -1: f is an UPDATE payload, and the answer
+        its UPDATE_STATUS frame (app/commands.update)."""
         return _rare("commands", "command", self, f, counter, now)
 
 

@@ -23,6 +23,8 @@ def load(path=PATH):
     if not isinstance(obj, dict):
         return {}, False
     try:
+        # Each setting alone: the combinations (efd.fullscale) were checked before the file
+        # was written (save(), tools/provisioning.py), and boot is the firmware's peak.
         config.make(obj)
     except config.ConfigError:
         return {}, False
@@ -31,17 +33,33 @@ def load(path=PATH):
 
 def validate_update(current, params):
     """New overrides with params ([[name, value], ...]) applied, all or none.
-    Returns (overrides, None) or (None, bad_param_id)."""
+    Returns (overrides, None) or (None, bad_param_id); a refused combination of two settings
+    (efd.config's cross-field rules) is both ids, first | second << 8."""
     new = dict(current)
     for name, value in params:
         if not isinstance(name, str) or name not in config.DEFAULTS:
             return None, _pid(name)
         new[name] = value
     try:
-        config.make(new)
+        _combinations(config.make(new))
     except config.ConfigError as e:
-        return None, _pid(e.key)
+        # A refused combination names both settings: first | second << 8 (SPEC.md §5.4).
+        return None, _pid(e.key) | (_pid(e.other) << 8 if e.other else 0)
     return new, None
+
+
+def _combinations(cfg):
+    # efd.fullscale's cross-field rules, the module loaded for this call and forgotten again
+    # (app.run drops this module and efd.config after each command, not that one).
+    import sys
+
+    from efd import fullscale
+
+    try:
+        fullscale.check(cfg)
+    finally:
+        sys.modules.pop("efd.fullscale", None)
+        sys.modules["efd"].__dict__.pop("fullscale", None)
 
 
 def _pid(name):
@@ -54,7 +72,7 @@ def _pid(name):
 
 
 def save(overrides, path=PATH):
-    config.make(overrides)  # never persist what would not load
+    _combinations(config.make(overrides))  # never persist what would not load
     store.save_json(path, overrides)
 
 

@@ -137,6 +137,14 @@ def _level(s, what, scale, gain, unit):
     return u
 
 
+def true_gains(text):
+    """EFD_GAIN_ERR "res_pct,phase_pct" -> the unit's true Q12 gains (residual, phase): each
+    `pct` percent above the nominal 1 mA and 0.1 A per count, so that unit reads pct % low
+    at the nominal gains (SimHal.true_gain)."""
+    a, b = text.split(",")
+    return (int(4096 * (100 + float(a)) / 100 + 0.5), int(40960 * (100 + float(b)) / 100 + 0.5))
+
+
 def full_scale(gain):
     """A CT input's full scale in the gain's units: the RMS of the largest sine the 12-bit ADC
     holds about mid-scale (peak counts = units * sqrt(2) / units a count, as in

@@ -131,10 +131,12 @@ def unit(key):
 
 
 class ConfigError(ValueError):
-    def __init__(self, key, reason):
+    # other: the second setting of a refused combination (cross-field rules in make()), or None.
+    def __init__(self, key, reason, other=None):
         super().__init__(key + ": " + reason)  # MicroPython has no ValueError.__init__
         self.key = key
         self.reason = reason
+        self.other = other
 
 
 def check(key, value):
@@ -159,5 +161,7 @@ def make(overrides=None):
             check(key, overrides[key])
             cfg[key] = overrides[key]
     if cfg["ct_bias_lo"] >= cfg["ct_bias_hi"]:
-        raise ConfigError("ct_bias_lo", "must be below ct_bias_hi")
+        raise ConfigError("ct_bias_lo", "must be below ct_bias_hi", "ct_bias_hi")
+    # The cross-field rules (a set value beyond its input's full scale) are efd/fullscale.py:
+    # loaded by the settings commands and the host tools, not by the detector at boot.
     return cfg

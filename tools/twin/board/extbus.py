@@ -16,10 +16,9 @@
 # `make deploy`). send_due() and
 # recv() run from twin.io (vdevice.py), never inside a flash operation (where LittleFS may lock
 # the heap).
-import socket
-
 import machine
 import twin
+import usocket as socket  # the host's: board/socket.py is the ESP32 model
 from transceiver import Transceiver
 
 

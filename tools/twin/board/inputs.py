@@ -35,6 +35,7 @@ class Inputs:
         self.rec = None
         self.t0 = self.t1 = -1
         self.vcc_mv = 3300  # the 3.3 V rail (launch.py "vcc_mv")
+        self.gain_err_ppm = [0, 0, 0, 0]  # the CT front ends off nominal (launch.py)
         self.seed = 12345
         # Button presses (scenario resets): [[t0_us, t1_us], ...], pin low in between.
         self.presses = h.get("presses", [])
@@ -47,6 +48,13 @@ class Inputs:
             self.f.seek(self.base + k * _REC_SIZE)
             self.f.readinto(self.buf)
             r = struct.unpack(_REC, self.buf)
+            ge = self.gain_err_ppm
+            if ge[0] or ge[1] or ge[2] or ge[3]:
+                # A front end whose true units per count are (1 + err) x nominal: the pin
+                # sees 1 / (1 + err) of the nominal signal for the same primary current.
+                r = list(r)
+                for ch in range(4):
+                    r[4 * ch + 1] = r[4 * ch + 1] * 1000000 // (1000000 + ge[ch])
             if self.vcc_mv != 3300:
                 # The board's 3.3 V rail off nominal: the CT biases (VCC / 2) and the NTC
                 # dividers scale with it; the CT signals themselves do not.

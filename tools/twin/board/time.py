@@ -65,7 +65,9 @@ def time_ns():
 def gmtime(secs=None):
     if secs is None:
         secs = time()
-    return utime.gmtime(secs + _EPOCH_2000)
+    # An 8-tuple (year, month, mday, hour, minute, second, weekday, yearday): extmod/modtime.c
+    # time_localtime (lines 55-76). The unix port's utime.gmtime adds a 9th item (isdst).
+    return utime.gmtime(secs + _EPOCH_2000)[:8]
 
 
 localtime = gmtime

@@ -21,11 +21,11 @@
 import json
 import os
 import select
-import socket
 
 import flash
 import machine
 import twin
+import usocket as socket  # the host's: board/socket.py is the ESP32 model
 import utime
 
 IDLE_US = 50000  # no charge for this long: the twin was idle (the REPL waiting for input)
