@@ -360,6 +360,7 @@ enums:
     6: reboot
     7: get_config
     8: resync
+    9: link_status
   result_status:
     0: ok
     1: unknown_command

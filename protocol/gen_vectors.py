@@ -201,6 +201,16 @@ def valid():
             True,
             0x002A0005,
         ),
+        # The link's state (SPEC.md section 5.9): on WiFi, the RSSI in dBm.
+        ("cmd_link_status", M.COMMAND, {"cmd": "link_status"}, 14, True, 1014),
+        (
+            "result_link_status",
+            M.RESULT,
+            {"cmd_counter": 1014, "cmd": "link_status", "status": "ok", "value": -61},
+            11,
+            True,
+            0x002A0006,
+        ),
     ]
 
 

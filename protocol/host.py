@@ -74,7 +74,7 @@ TYPE_NAMES = {
 }
 CMD_NAMES = (
     "", "reset", "selftest", "set_config", "time_sync", "snapshot", "reboot", "get_config",
-    "resync",
+    "resync", "link_status",
 )  # fmt: skip
 RESULT_NAMES = ("ok", "unknown_command", "bad_argument", "busy", "failed", "locked")
 RESET_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deepsleep", "soft")
@@ -608,7 +608,8 @@ def physical(d):
     """A decoded frame's dict (Frame.to_dict()) as people read it: TELEMETRY readings in °C and
     A (`temp_c`, `line_a`, `residual_ma`) with its status flags by name, an EVENT's value and
     threshold in its channel's unit (a fault's as the fault's name), SNAPSHOT samples in the
-    channel's unit, each with a `units` entry. Other fields as decoded. Frame.to_dict() itself
+    channel's unit, each with a `units` entry; a link_status RESULT's value as `link` and
+    `rssi_dbm` (link_status()). Other fields as decoded. Frame.to_dict() itself
     keeps the wire's integers (every tool's --raw)."""
     t = d.get("type")
     if t == "telemetry":
@@ -641,7 +642,20 @@ def physical(d):
         out["units"] = unit
     elif t in ("config", "command") and d.get("params"):
         out["units"] = {n: _unit(n) for n, _v in d["params"]}
+    elif t == "result" and d["cmd"] == "link_status" and d["status"] == "ok":
+        out.update(link_status(d["value"]))
     return out
+
+
+def link_status(value):
+    """A link_status RESULT's value (SPEC.md section 5.9) as {"link", "rssi_dbm", "units"}:
+    value < 0 is "wifi" with its RSSI in dBm; 1 is "wifi_disconnected" (the station is not
+    associated) and 0 "not_wifi" (RS-485, or the simulator's link without an RSSI), both with
+    rssi_dbm None; any other value "unknown"."""
+    if value < 0:
+        return {"link": "wifi", "rssi_dbm": value, "units": "dBm"}
+    link = {0: "not_wifi", 1: "wifi_disconnected"}.get(value, "unknown")
+    return {"link": link, "rssi_dbm": None, "units": "dBm"}
 
 
 def _unit(name):

@@ -50,6 +50,11 @@ CMD_GET_CONFIG = const(7)
 # re-send its pending events under new counters: recovery for a counter that went backwards
 # (SPEC.md §7.4). Only ever raises, so a replayed copy changes nothing.
 CMD_RESYNC = const(8)
+# The link's state (SPEC.md §5.9): RESULT value = WiFi RSSI in dBm (< 0) while associated, 1 if
+# the WiFi station is not associated, 0 on a link that is not WiFi (RS-485, the simulator's).
+# Private (folded by the compiler): one more module global grows this resident module's dict by
+# 160 bytes; app/commands.py, loaded per command, compares with the number itself.
+_CMD_LINK_STATUS = const(9)
 CMD_ALL = const(0xFF)  # CMD_RESET channel: every channel
 # Their names, and those of the RESULT status codes and the HELLO reset causes (the ESP32
 # port's machine.reset_cause() numbers): host.CMD_NAMES, RESULT_NAMES, RESET_CAUSES.
@@ -172,7 +177,7 @@ def _unpack_command(b, s, e):
         if n < 4:
             return None
         d["mark"] = struct.unpack_from("<I", b, s)[0]
-    elif cmd not in (CMD_SELFTEST, CMD_REBOOT, CMD_GET_CONFIG):
+    elif cmd not in (CMD_SELFTEST, CMD_REBOOT, CMD_GET_CONFIG, _CMD_LINK_STATUS):
         # Unknown command: args kept as hex; the detector answers RESULT unknown_command.
         d["args"] = hexlify(bytes(b[s:e])).decode()
     return d

@@ -293,3 +293,29 @@ def test_watch_prints_physical_units_and_raw_on_request(det, capsys, tmp_path):
     assert d["temp_c"] == [25.0] * 4 and d["line_a"] == [1.0] * 3 and d["residual_ma"] == 12
     rc, out, _ = run_monitor(capsys, det, tmp_path / "m.json", "--raw", "--seconds", "1", "watch")
     assert rc == 0 and out[0]["temp_dc"] == [250] * 4 and "temp_c" not in out[0]
+
+
+# -- issue 11: the WiFi RSSI, by the link_status command -----------------------------------------
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (-61, {"link": "wifi", "rssi_dbm": -61}),
+        (1, {"link": "wifi_disconnected", "rssi_dbm": None}),
+        (0, {"link": "not_wifi", "rssi_dbm": None}),
+    ],
+)
+def test_link_status_prints_the_rssi_in_dbm(det, capsys, tmp_path, value, shown):
+    sent: list[dict] = []
+
+    def answer(fields, counter):
+        sent.append(fields)
+        return [(0, det.result(counter, "link_status", value=value))]
+
+    det.on_command = answer
+    rc, out, err = run_monitor(capsys, det, tmp_path / "m.json", "link-status")
+    assert rc == 0, err
+    assert sent == [{"cmd": "link_status"}]
+    assert out == [shown]
+    rc, out, err = run_monitor(capsys, det, tmp_path / "m.json", "--raw", "link-status")
+    assert rc == 0, err
+    assert [(d["type"], d["cmd"], d["value"]) for d in out] == [("result", "link_status", value)]

@@ -5,6 +5,7 @@ link pty): prints every decoded frame as a JSON line, ACKs events, sends authent
     python -m tools.monitor PORT --device ID --key-file KEY reset|selftest|get-config|reboot
     python -m tools.monitor PORT --device ID --key-file KEY set-config leak_set_ma=300 ...
     python -m tools.monitor PORT --device ID --key-file KEY time-sync | snapshot
+    python -m tools.monitor PORT --device ID --key-file KEY link-status
 
 Events are ACKed once their tag verifies and delivered (printed) once: dedup on (device, seq,
 crc) as protocol/SPEC.md §8 asks, across runs too (the last events delivered are kept in
@@ -21,6 +22,10 @@ outside the detector's ranges before sending anything (exit status 2), and combi
 make an alarm impossible (a set value beyond its input's full scale at the detector's gain,
 checked against the detector's settings fetched first), naming both settings; a "bad_argument"
 RESULT names the refused setting in "param" ("a+b" for a refused combination).
+
+link-status prints the link as {"link": "wifi", "rssi_dbm": -61} (the WiFi signal strength in
+dBm; "wifi_disconnected" or "not_wifi", e.g. RS-485, with "rssi_dbm": null): the
+link_status command's RESULT (protocol/SPEC.md §5.9); --raw prints that RESULT instead.
 """
 
 from __future__ import annotations
@@ -270,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             "time-sync",
             "snapshot",
             "reboot",
+            "link-status",
         ],
-        help="watch: print what the detector sends; the others send that command and print "
-        "its RESULT (and the CONFIG, SNAPSHOT or events that come with it)",
+        help="watch: print what the detector sends; link-status: the link and its WiFi RSSI "
+        "in dBm; the others send that command and print its RESULT (and the CONFIG, SNAPSHOT "
+        "or events that come with it)",
     )
     ap.add_argument("settings", nargs="*", help="set-config: NAME=VALUE ...")
     a = ap.parse_args(argv)
@@ -297,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "time-sync": {"cmd": "time_sync", "set_time": host.efd_time(int(time.time()))},
         "snapshot": {"cmd": "snapshot", "snap_id": 0},
         "set-config": {"cmd": "set_config", "params": params},
+        "link-status": {"cmd": "link_status"},
     }.get(a.action, {})
     try:
         if a.action == "watch":
@@ -323,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         if res is None:
             print(f"error: no answer from the detector: {link.silence_hint()}", file=sys.stderr)
             return 1
+        if a.action == "link-status" and res["status"] == "ok" and not RAW[0]:
+            ls = host.link_status(res["value"])
+            print(json.dumps({"link": ls["link"], "rssi_dbm": ls["rssi_dbm"]}), flush=True)
+            return 0
         _print(res)
         if res["status"] == "bad_argument" and "param" in res:
             print(

@@ -60,6 +60,17 @@ def _gain_error(text: str) -> str:
     return f"{a:g},{b:g}"
 
 
+def _rssi(text: str) -> int:
+    """--rssi DBM: a WiFi RSSI, -127..-1 dBm."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: an RSSI in dBm, e.g. -61") from None
+    if not -127 <= v <= -1:
+        raise argparse.ArgumentTypeError(f"{text!r}: an RSSI is -127..-1 dBm")
+    return v
+
+
 def state_path(flash: str | Path) -> Path:
     """The state file of the virtual device on this flash folder when --state is not given:
     where both the supervisor and `ctl` look by default."""
@@ -175,6 +186,8 @@ class Supervisor:
             env["EFD_RTC"] = "host"
         if getattr(self.args, "gain_error", None):
             env["EFD_GAIN_ERR"] = self.args.gain_error
+        if getattr(self.args, "rssi", None) is not None:
+            env["EFD_RSSI"] = str(self.args.rssi)
 
         cmd = [micropython(), "-X", f"heapsize={self.args.heap}", "-i", str(BOOT)]
         self.child, self.child_m = spawn(cmd, self.flash, env)
@@ -566,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wdt-s", type=float, default=8.0, help="watchdog timeout (board: 8 s)")
     ap.add_argument("--heap", default="256k", help="MicroPython heap size")
     ap.add_argument("--rtc", action="store_true", help="start with the clock set (host time)")
+    ap.add_argument(
+        "--rssi",
+        type=_rssi,
+        metavar="DBM",
+        help="present the link as WiFi with this RSSI (e.g. -61), as link_status reports it "
+        "(default: not a WiFi link, link_status value 0)",
+    )
     ap.add_argument(
         "--gain-error",
         type=_gain_error,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.firmware.conftest import DEVICE, KEY
-from tools import deploy
+from tools import deploy, monitor
 from tools.monitor import HostLink
 
 pytestmark = pytest.mark.micropython
@@ -58,6 +59,9 @@ def test_deploy_alarm_reset_and_unauthenticated_refusal(vdev_factory):
     wait_for(link, lambda d: d["type"] == "event" and d["kind"] == "reset", 10)
     tele = wait_for(link, lambda d: d["type"] == "telemetry", 5, True)
     assert not tele["status"] & 1, "authenticated reset clears the latch"
+    # The simulator's link is not WiFi (no --rssi): link_status says so, value 0 (SPEC.md §5.9).
+    res = link.command({"cmd": "link_status"})
+    assert res is not None and (res["status"], res["value"]) == ("ok", 0)
 
 
 def test_mip_install_from_package_json(vdev_factory):
@@ -78,9 +82,11 @@ def test_mip_install_from_package_json(vdev_factory):
     assert "ok" in out
 
 
-def test_commands_selftest_set_config_snapshot_reboot(vdev_factory):
-    v = vdev_factory()  # flash preinstalled with the x64 image
-    link = HostLink(v.state["link"], DEVICE, KEY)
+def test_commands_selftest_set_config_snapshot_reboot(vdev_factory, tmp_path, capsys):
+    # Flash preinstalled with the x64 image; the link presented as WiFi at -58 dBm.
+    v = vdev_factory("--rssi", "-58")
+    state = tmp_path / "monitor.json"  # the host counter, shared with tools.monitor below
+    link = HostLink(v.state["link"], DEVICE, KEY, state)
     # (Its boot HELLO went out before the port was opened: wait for the firmware via a POLL.)
     wait_for(link, lambda d: d["type"] == "telemetry", 20, poll=True)
     res = link.command({"cmd": "selftest"}, timeout=10)
@@ -106,6 +112,14 @@ def test_commands_selftest_set_config_snapshot_reboot(vdev_factory):
     assert cfg is not None
     cfg = wait_for(link, lambda d: d["type"] == "config", 5)
     assert ["leak_set_ma", 500] in cfg["params"]
+    # The WiFi RSSI (issue 11) through the monitor's link-status, in dBm.
+    link.ser.close()
+    rc = monitor.main(
+        [v.state["link"], "--device", hex(DEVICE), "--key", KEY.hex(), "--state", str(state),
+         "link-status"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and json.loads(out.splitlines()[-1]) == {"link": "wifi", "rssi_dbm": -58}, out
 
 
 def test_watchdog_resets_a_hung_loop(vdev_factory):

@@ -195,3 +195,22 @@ def test_a_channel_this_host_does_not_know_keeps_its_integers():
          "rate_hz": 2000, "trigger": 0, "offset": 0, "samples": [7, -3]}  # fmt: skip
     d = host.physical(fr.decode(ENC.message(M.SNAPSHOT, 0, f)).to_dict())
     assert d["samples"] == [7.0, -3.0] and d["units"] == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "value", "link", "rssi"),
+    [
+        ("ok", -61, "wifi", -61),
+        ("ok", 1, "wifi_disconnected", None),
+        ("ok", 0, "not_wifi", None),
+        ("ok", 7, "unknown", None),
+        ("locked", 0, None, None),  # not answered: nothing added
+    ],
+)
+def test_link_status_result_shows_the_rssi_in_dbm(status, value, link, rssi):
+    f = {"cmd_counter": 9, "cmd": "link_status", "status": status, "value": value}
+    d = host.physical(fr.decode(ENC.message(M.RESULT, 0, f, auth=False)).to_dict())
+    assert d["value"] == value  # the wire's integer stays
+    assert (d.get("link"), d.get("rssi_dbm"), d.get("units")) == (
+        (link, rssi, "dBm") if link else (None, None, None)
+    )

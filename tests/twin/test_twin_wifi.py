@@ -4,7 +4,7 @@ Gateway, Store) over real loopback UDP, with NTP from a local SNTP server. The d
 300 junk datagrams, then the access point goes away for 8 s while a leakage rises and falls
 (prealarm, alarm, clear): nothing arrives during the outage, every event arrives exactly once
 after the reconnection, with the clock the detector took from NTP; that clock then survives a
-watchdog reset."""
+watchdog reset. Reconnected, the detector answers link_status with the access point's RSSI."""
 
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ def test_wifi_outage_loses_nothing_against_the_real_gateway(tmp_path):
         )
     )
     v = TwinDev(
-        tmp_path, "--image", str(image), "--scenario", str(SCENARIO), "--wifi", str(wifi), "--echo"
-    )
+        tmp_path, "--image", str(image), "--scenario", str(SCENARIO), "--wifi", str(wifi),
+        "--rssi", "-67", "--echo",
+    )  # fmt: skip
     arrivals: list[tuple[float, int]] = []  # (time since start, datagrams so far)
     t0 = time.monotonic()
     marks: dict[str, float] = {}
+    status: list = []  # the link_status command, once sent
     try:
         st = v.wait_boots(1, 60)
         down = Path(st["wifi_down"])
@@ -88,10 +90,14 @@ def test_wifi_outage_loses_nothing_against_the_real_gateway(tmp_path):
         async def main() -> None:
             udp.start(asyncio.get_running_loop())
             n = 0
-            while time.monotonic() - t0 < 24:
+            while time.monotonic() - t0 < 25:
                 if "up" in marks and gw.stats.get("stored:event", 0) >= 3 and len(asked) >= 2:
-                    await asyncio.sleep(1.0)  # anything more (a duplicate) would come now
-                    break
+                    # Reconnected: the RSSI the station reports (issue 11), by link_status.
+                    if not status:
+                        status.append(gw.command(DEVICE, {"cmd": "link_status"}))
+                    elif status[0].status in ("done", "timeout"):
+                        await asyncio.sleep(1.0)  # anything more (a duplicate) would come now
+                        break
                 await asyncio.sleep(0.05)
                 el = time.monotonic() - t0
                 if gw.stats.get("rx", 0) and "junk" not in marks:  # the link is up
@@ -153,6 +159,8 @@ def test_wifi_outage_loses_nothing_against_the_real_gateway(tmp_path):
     start_unix = t0_unix(t0)
     assert all(rx - start_unix > marks["up"] for _k, _c, rx, _t in evs), (evs, marks)
     assert marks["junk"] + 0.3 < marks["down"] < 4.5
+    # link_status answered with WLAN.status('rssi'), the twin access point's -67 dBm.
+    assert status and (status[0].result, status[0].value) == ("ok", -67), status
     assert boots == 1  # no reset from the junk, the outage or anything else before the test's
     assert after["cause"] == 3  # watchdog
     ntp_year = time.gmtime(time.time() + NTP_OFFSET_S).tm_year

@@ -337,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
             "snapshot",
             "reboot",
             "get_config",
+            "link_status",
         ],
-        help="the command (SPEC.md 5.9)",
+        help="the command (SPEC.md 5.9; link_status: the RESULT value is the WiFi RSSI in dBm)",
     )
     c.add_argument("--channel", default="all", help="reset: channel name or 'all'")
     c.add_argument(

@@ -266,6 +266,7 @@ def prepare(args: argparse.Namespace, scn: Scenario) -> tuple[Path, dict[str, An
             "ssid": w.get("ssid"),
             "psk": w.get("psk"),
             "down_file": str((work / "wifi_down").resolve()),
+            "rssi": getattr(args, "rssi", -61),
         }
         (work / "wifi_down").unlink(missing_ok=True)
     render.render(scn, work / "inputs.bin")
@@ -342,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.json",
         help="provision the WiFi link (tools/provisioning.py wifi.json: ssid, psk, gateway "
         "a.b.c.d:port, port, ntp) and offer that access point; touch WORK/wifi_down for an outage",
+    )
+    ap.add_argument(
+        "--rssi",
+        type=vd._rssi,
+        default=-61,
+        metavar="DBM",
+        help="with --wifi: the access point's RSSI as the station sees it (WLAN.status('rssi'), "
+        "reported by the link_status command; default %(default)s)",
     )
     ap.add_argument(
         "--gain-error",

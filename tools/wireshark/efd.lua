@@ -42,7 +42,7 @@ local efd = Proto("efd", "EFD electrical-fire detector protocol")
 local TYPE_NAMES = {[1] = "hello", [2] = "telemetry", [3] = "event", [4] = "result", [5] = "config", [6] = "snapshot", [7] = "update_status", [16] = "poll", [17] = "ack", [18] = "command", [19] = "update"}
 local KIND_NAMES = {[1] = "prealarm", [2] = "alarm", [3] = "clear", [4] = "fault", [5] = "fault_clear", [6] = "reset", [7] = "selftest", [8] = "ror"}
 local CHANNEL_NAMES = {[0] = "residual", [1] = "temp0", [2] = "temp1", [3] = "temp2", [4] = "temp3", [5] = "phase0", [6] = "phase1", [7] = "phase2", [8] = "arc"}
-local CMD_NAMES = {[1] = "reset", [2] = "selftest", [3] = "set_config", [4] = "time_sync", [5] = "snapshot", [6] = "reboot", [7] = "get_config", [8] = "resync"}
+local CMD_NAMES = {[1] = "reset", [2] = "selftest", [3] = "set_config", [4] = "time_sync", [5] = "snapshot", [6] = "reboot", [7] = "get_config", [8] = "resync", [9] = "link_status"}
 local RESULT_NAMES = {[0] = "ok", [1] = "unknown_command", [2] = "bad_argument", [3] = "busy", [4] = "failed", [5] = "locked"}
 -- The signed update (SPEC.md section 12): UPDATE ops, UPDATE_STATUS states and results.
 local UPDATE_OPS = {[1] = "begin", [2] = "chunk", [3] = "status", [4] = "install", [5] = "abort"}
@@ -516,6 +516,8 @@ PAYLOAD[4] = function(tree, tvb, s, e) -- RESULT
         local p = PARAMS[v] or ("p" .. v)
         tree:add(F.param, tvb(s + 6, 4), p):set_generated()
         info = info .. " (" .. p .. ")"
+    elseif cmd == 9 and st == 0 then -- link_status: WiFi RSSI in dBm (< 0), 1 not associated, 0 not WiFi
+        info = info .. (v < 0 and (" (rssi " .. v .. " dBm)") or (v == 1 and " (wifi not associated)") or (v == 0 and " (not wifi)") or "")
     end
     return info
 end
@@ -587,7 +589,7 @@ PAYLOAD[18] = function(tree, tvb, s, e) -- COMMAND
         return info .. " " .. tvb(a, 2):le_uint()
     end
     add_enum(tree, F.cmd, "cmd", tvb(s, 1), cmd, CMD_NAMES)
-    if cmd ~= 2 and cmd ~= 6 and cmd ~= 7 then -- unknown command: its arguments as bytes
+    if cmd ~= 2 and cmd ~= 6 and cmd ~= 7 and cmd ~= 9 then -- unknown command: its arguments as bytes
         local ai = tree:add(F.args, tvb(a, n))
         if n == 0 then ai:set_text("args: (none)") end
     end

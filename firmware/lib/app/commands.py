@@ -74,6 +74,14 @@ def command(app, f, counter, now):
         from app import settings
 
         return 0, 0, (settings.config_frame(app),)
+    if cmd == 9:  # link_status (messages._CMD_LINK_STATUS, private to keep its heap)
+        # A WiFi link has `rssi` (app/wifi.py: dBm while associated, None otherwise; the
+        # simulator's UdpLink only with EFD_RSSI); RS-485 and the other links have none.
+        lk = app.hal.link
+        if not hasattr(lk, "rssi"):
+            return 0, 0, ()
+        r = lk.rssi
+        return 0, (1 if r is None else min(r, -1)), ()
     return 1, 0, ()
 
 

@@ -11,6 +11,7 @@
 # Environment (set by tools/virtual_device.py; all optional):
 #   EFD_LINK=dev_port:host_port  EFD_CTL=port  EFD_WDT=port  EFD_FEED=path
 #   EFD_CLOCK=real|sim  EFD_RESET_CAUSE=n  EFD_RTC=unset|host
+#   EFD_RSSI=dBm (with EFD_LINK: the link is WiFi at that RSSI for link_status; sim_io.py)
 import os
 import sys
 import time

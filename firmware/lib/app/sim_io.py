@@ -5,6 +5,7 @@
 # heap on code it never executes (an .mpy's functions are all loaded at import). All sockets
 # are UDP on 127.0.0.1 and non-blocking, so the firmware never waits on them; the supervisor
 # (tools/virtual_device.py) bridges the link to a pty and acts as the watchdog.
+import os
 import socket
 import time
 from array import array
@@ -44,6 +45,9 @@ class UdpLink:
         self.dgram = bytearray(2 * MAX_WIRE)
         self.pos = 0
         self.end = 0
+        r = os.getenv("EFD_RSSI")  # a simulated WiFi RSSI (dBm): link_status reports it
+        if r:
+            self.rssi = int(r)
 
     def read(self, buf):
         if self.pos >= self.end:
