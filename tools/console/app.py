@@ -461,7 +461,9 @@ async def case_page(request: Request) -> Response:
     return _case_view(request, u, int_param(request.path_params["case_id"], "case"))
 
 
-async def case_action(request: Request) -> Response:
+async def _handled_case(request: Request) -> tuple[Any, int, dict[str, str], Any, Any]:
+    """For a workflow POST: (user, case id, form, case store, case), once the user may act on
+    that case (an operator of its unit; a supervisor is read-only: 403; no such case: 404)."""
     u = need(request, "operator", "supervisor")
     case_id = int_param(request.path_params["case_id"], "case")
     data = await form_of(request)
@@ -474,6 +476,11 @@ async def case_action(request: Request) -> Response:
         raise HTTPException(404, f"no case {case_id}") from None
     if not may_handle(u, c):
         raise HTTPException(403, "this case belongs to another unit")
+    return u, case_id, data, st, c
+
+
+async def case_action(request: Request) -> Response:
+    u, case_id, data, st, _c = await _handled_case(request)
     try:
         st.act(
             case_id,
@@ -489,18 +496,7 @@ async def case_action(request: Request) -> Response:
 
 
 async def case_command(request: Request) -> Response:
-    u = need(request, "operator", "supervisor")
-    case_id = int_param(request.path_params["case_id"], "case")
-    data = await form_of(request)
-    if u.role != "operator":
-        raise HTTPException(403, "supervisors have read-only access")
-    st = store(request)
-    try:
-        c = st.get(case_id)
-    except C.NotFound:
-        raise HTTPException(404, f"no case {case_id}") from None
-    if not may_handle(u, c):
-        raise HTTPException(403, "this case belongs to another unit")
+    u, case_id, data, _st, c = await _handled_case(request)
     cmd = data.get("cmd", "")
     if cmd not in CASE_COMMANDS:
         return _case_view(request, u, case_id, error=f"unknown command {cmd!r}", status=400)

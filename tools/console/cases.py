@@ -492,14 +492,8 @@ class CaseStore:
             "LEFT JOIN category_industry ci ON ci.category = c.category "
             "WHERE c.kind = 'alarm'"
         )
-        args: list[Any] = []
-        if since is not None:
-            sql += " AND c.opened >= ?"
-            args.append(since)
-        if until is not None:
-            sql += " AND c.opened < ?"
-            args.append(until)
-        sql += f" GROUP BY {key}, c.verdict"
+        period, args = _period(since, until)
+        sql += period + f" GROUP BY {key}, c.verdict"
         acc: dict[Any, dict[str, Any]] = {}
         for k, verdict, n in self.db.execute(sql, args).fetchall():
             d = acc.setdefault(
@@ -533,13 +527,8 @@ class CaseStore:
             f"SELECT {key}, c.kind, c.state, c.opened, c.acked, c.closed, c.verdict FROM cases c "
             "LEFT JOIN category_industry ci ON ci.category = c.category WHERE 1 = 1"
         )
-        args: list[Any] = []
-        if since is not None:
-            sql += " AND c.opened >= ?"
-            args.append(since)
-        if until is not None:
-            sql += " AND c.opened < ?"
-            args.append(until)
+        period, args = _period(since, until)
+        sql += period
         groups: dict[Any, list[tuple]] = {}
         for r in self.db.execute(sql, args).fetchall():
             groups.setdefault(r[0], []).append(r[1:])
@@ -585,3 +574,16 @@ def fmt_time(t: float | None) -> str:
     if t is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + " UTC"
+
+
+def _period(since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """The SQL condition (to append after a WHERE) and its arguments for cases opened in
+    [since, until); either end may be open."""
+    sql, args = "", []
+    if since is not None:
+        sql += " AND c.opened >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND c.opened < ?"
+        args.append(until)
+    return sql, args
