@@ -301,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--ambient-c: a room temperature, -20..60 degC")
     try:
         key = parse_key(a.key if a.key else Path(a.key_file).read_text())
+    except OSError as e:
+        print(f"error: key file {a.key_file}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         link = HostLink(a.port, a.device, key, a.state)
     except (ValueError, OSError, serial.SerialException) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -187,6 +187,33 @@ def test_report_against_the_2020_plan(db):
         ["tools.fleet", "run", "--registry", "{reg}", "--mqtt", "127.0.0.1:1", "--duration", "1"],
         ["tools.fleet", "registry", "--out", "{tmp}/r.csv"],
         ["tools.fleet", "registry", "--out", "/nonexistent/r.csv", "--secret-file", "{secret}"],
+        # gateway update: a missing or damaged image, registry, serial port, database
+        [
+            "tools.gateway",
+            "update",
+            "/nonexistent.efu",
+            "--registry",
+            "{reg}",
+            "--devices",
+            "100001",
+            "--udp",
+            "127.0.0.1:0",
+            "--addr",
+            "100001=127.0.0.1:9",
+        ],
+        [
+            "tools.gateway",
+            "update",
+            "{notdb}",
+            "--registry",
+            "{reg}",
+            "--devices",
+            "100001",
+            "--udp",
+            "127.0.0.1:0",
+            "--addr",
+            "100001=127.0.0.1:9",
+        ],
     ],
 )
 def test_user_mistakes_exit_cleanly(args, sqlite_db, fleet_files, tmp_path):

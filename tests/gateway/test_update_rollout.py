@@ -26,6 +26,37 @@ def test_waves_split():
     assert waves([1, 2], [5]) == [[1, 2]]
 
 
+UDP = ["--udp", "127.0.0.1:0", "--addr", "0x100=127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(
+    "mistake, words",
+    [
+        (["--registry", "/nonexistent.csv", "--serial", "/dev/null"], "cannot read registry"),
+        (["--serial", "/nonexistent-tty"], "/nonexistent-tty"),
+        ([*UDP, "--db", "/nonexistent/dir/gw.db"], "/nonexistent/dir"),
+        ([*UDP, "--db", "postgresql://u:secret@127.0.0.1:1/x"], "u:***@"),
+        (["--udp", "127.0.0.1:0"], "no UDP address for 0x00000100"),
+        (["--serial", "/dev/null", "--waves", "1,x"], "invalid literal"),
+    ],
+)
+def test_update_user_mistakes_exit_cleanly(tmp_path, mistake, words):
+    """A valid signed image, then one mistake in what goes with it: one line, exit 2, nothing
+    sent, never a traceback (nor a password)."""
+    image = fwimage.build(otadev.vendor_key(), (0, 2, 0), "x64", confirm=20)
+    (tmp_path / "u.efu").write_bytes(image)
+    reg = tmp_path / "fleet.csv"
+    reg.write_text(f"device,name,key\n256,d,{otadev.KEY.hex()}\n")
+    args = ["--registry", str(reg), "--devices", "0x100"]
+    if "--registry" in mistake:
+        args = ["--devices", "0x100"]
+    cmd = [sys.executable, "-m", "tools.gateway", "update", str(tmp_path / "u.efu"), *args]
+    r = subprocess.run(cmd + mistake, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "secret" not in r.stderr
+    assert "error:" in r.stderr and words in r.stderr, r.stderr
+
+
 def _device(tmp: Path, name: str, device: int, image: Path, host_port: int) -> UdpDevice:
     fl = otadev.make_flash(tmp / name, image)
     from tools import provisioning

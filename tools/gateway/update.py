@@ -514,10 +514,15 @@ def _db_addrs(db_target: str, devices: list[int]) -> dict[int, tuple[str, int]]:
 
 def cmd_update(args: argparse.Namespace) -> int:
     from tools import fwimage
-    from tools.gateway.registry import load_registry, parse_device_id
+    from tools.gateway.db import DbError, db_errors, mask
+    from tools.gateway.migrations import SchemaError
+    from tools.gateway.registry import RegistryError, load_registry, parse_device_id
 
     try:
-        image = Path(args.image).read_bytes()
+        try:
+            image = Path(args.image).read_bytes()
+        except OSError as e:
+            raise ValueError(f"cannot read image {args.image}: {e.strerror or e}") from None
         img = fwimage.parse(image)
         devices = [parse_device_id(x) for x in args.devices.replace(",", " ").split()]
         sizes = [int(x) for x in args.waves.split(",")]
@@ -544,10 +549,15 @@ def cmd_update(args: argparse.Namespace) -> int:
             link = UdpLink(_hostport(args.udp), addrs)
         else:
             link = SerialLink(args.serial, args.baud)
-    except (ValueError, fwimage.ImageError) as e:
+        # The database the results go to: opened (and migrated) before anything is sent.
+        record = record_to(args.db) if args.db else None
+    except (ValueError, OSError, RegistryError, SchemaError, DbError, fwimage.ImageError) as e:
+        # OSError: the serial port or the UDP socket (pyserial's errors are OSErrors).
         print(f"python -m tools.gateway update: error: {e}", file=sys.stderr)
         return 2
-    record = record_to(args.db) if args.db else None
+    except db_errors() as e:
+        print(f"python -m tools.gateway update: error: {mask(args.db)}: {e}", file=sys.stderr)
+        return 2
     version = ".".join(map(str, img.version))
     print(
         f"update {args.image}: version {version}, {len(image)} bytes, image id {img.id:#010x}, "
