@@ -119,6 +119,38 @@ def test_login_required_and_wrong_password(app_env):
         assert r.headers["location"] == "/"
 
 
+def test_failed_logins_are_throttled_per_account(app_env):
+    app, _, clock = app_env
+    with TestClient(app) as c:
+        tok = token(c.get("/login").text)
+
+        def attempt(name: str, pw: str) -> int:
+            r = c.post("/login", data={"username": name, "password": pw, "csrf": tok},
+                       follow_redirects=False)  # fmt: skip
+            return r.status_code
+
+        assert [attempt("alice", f"guess{i}") for i in range(5)] == [401] * 5
+        # the 6th attempt is refused before the password is looked at, even the right one
+        r = c.post("/login", data={"username": "Alice", "password": PW, "csrf": tok})
+        assert r.status_code == 429 and "too many failed logins: try again in 15 min" in r.text
+        clock.t += 15 * 60 - 1  # one second short of the window: still refused
+        assert attempt("alice", PW) == 429
+        clock.t += 1  # the oldest failure is 15 min old: one more try is allowed
+        assert attempt("alice", PW) == 303
+
+
+def test_four_failed_logins_do_not_lock_the_account(app_env):
+    app, _, _ = app_env
+    with TestClient(app) as c:
+        tok = token(c.get("/login").text)
+        for i in range(4):
+            r = c.post("/login", data={"username": "alice", "password": f"x{i}", "csrf": tok})
+            assert r.status_code == 401
+        r = c.post("/login", data={"username": "alice", "password": PW, "csrf": tok},
+                   follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303
+
+
 def test_operator_walks_a_case_to_closed(app_env, sqlite_db):
     db = sqlite_db
     app, _, clock = app_env

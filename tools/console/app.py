@@ -63,6 +63,13 @@ REFRESH_MIN_S = 0.2
 PERIODS = {"1": 86400, "7": 7 * 86400, "30": 30 * 86400, "365": 365 * 86400, "all": None}
 CASE_COMMANDS = ("reset", "snapshot", "get_config")
 MAX_BODY = 64 * 1024
+# Password guessing: after LOGIN_FAILS failed logins for one user name (or from one client
+# address) within LOGIN_WINDOW_S, further attempts are refused (429) until the oldest failure
+# is that old. argon2 already makes each guess cost ~50 ms of CPU; this bounds the guesses to
+# 5 per 15 minutes per account (OWASP's authentication cheat sheet: throttle per account, not
+# only per address, so a botnet gains nothing), while a person who mistyped waits at most 15 min.
+LOGIN_FAILS = 5
+LOGIN_WINDOW_S = 15 * 60
 
 
 @dataclass
@@ -98,6 +105,30 @@ class Ctx:
         self._users_mtime = -1
         self.plan = R.load_plan(cfg.plan)
         self.industries = R.load_industries()
+        self.login_fails: dict[str, list[float]] = {}  # "user:<name>" / "addr:<ip>" -> times
+
+    def login_blocked(self, keys: list[str]) -> float:
+        """Seconds until a login under these keys may be tried again (0: now)."""
+        now = self.cfg.clock()
+        wait = 0.0
+        for k in keys:
+            recent = [t for t in self.login_fails.get(k, []) if now - t < LOGIN_WINDOW_S]
+            if recent:
+                self.login_fails[k] = recent
+            else:
+                self.login_fails.pop(k, None)
+            if len(recent) >= LOGIN_FAILS:
+                wait = max(wait, recent[-LOGIN_FAILS] + LOGIN_WINDOW_S - now)
+        return wait
+
+    def login_failed(self, keys: list[str]) -> None:
+        now = self.cfg.clock()
+        for k in keys:
+            self.login_fails.setdefault(k, []).append(now)
+        if len(self.login_fails) > 10000:  # bounded memory under a spray of user names
+            oldest = sorted(self.login_fails, key=lambda k: self.login_fails[k][-1])
+            for k in oldest[: len(oldest) // 2]:
+                del self.login_fails[k]
 
     def users(self) -> dict[str, Any]:
         """The users file, re-read when it changes (mtime)."""
@@ -321,12 +352,27 @@ async def login_page(request: Request) -> Response:
         return page(request, "login.html", user=None, error="", next=_safe_next(request))
     data = await form_of(request)
     name, pw = data.get("username", "")[:64], data.get("password", "")[:256]
+    keys = ["user:" + name.strip().lower()]
+    if request.client is not None:
+        keys.append("addr:" + request.client.host)
+    wait = ctx(request).login_blocked(keys)
+    if wait > 0:
+        log.warning("login refused for %r: too many failed attempts", name)
+        return page(
+            request,
+            "login.html",
+            429,
+            user=None,
+            error=f"too many failed logins: try again in {max(1, round(wait / 60))} min",
+            next=_safe_next(request),
+        )
     try:
         u = await anyio.to_thread.run_sync(U.authenticate, ctx(request).cfg.users, name, pw)
     except U.UserError as e:
         log.error("%s", e)
         u = None
     if u is None:
+        ctx(request).login_failed(keys)
         return page(
             request,
             "login.html",
