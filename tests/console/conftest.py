@@ -82,7 +82,7 @@ def add_telemetry(db, device: int, rx: float, residual_ma: int, temp0_dc: int = 
 
 @pytest.fixture(params=BACKENDS)
 def db(request, tmp_path) -> Iterator[dbx.Database]:
-    """The store tests run on both backends; pages run on SQLite (sqlite_db)."""
+    """A registered gateway database on each backend: the store and page tests run on both."""
     d = make_db(request.param, tmp_path, request)
     register(d)
     yield d

@@ -51,11 +51,13 @@ def users_file(tmp_path_factory):
 
 
 @pytest.fixture
-def app_env(sqlite_db, tmp_path, users_file):
+def app_env(db, users_file):
+    """The console app on `db` (conftest: a SQLite file, then a PostgreSQL database), a fake
+    MQTT commander and the clock the app reads; tests write events through `db`."""
     clock = Clock(T0 + 10)
     cmd = FakeCommander()
     # The app opens its own connection (on its loop's thread) to the same database.
-    target = str(tmp_path / "efd.db")
+    target = db.test_target
     cfg = Config(
         db=target,
         users=str(users_file),
@@ -151,8 +153,7 @@ def test_four_failed_logins_do_not_lock_the_account(app_env):
         assert r.status_code == 303
 
 
-def test_operator_walks_a_case_to_closed(app_env, sqlite_db):
-    db = sqlite_db
+def test_operator_walks_a_case_to_closed(app_env, db):
     app, _, clock = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     with TestClient(app) as c:
@@ -196,8 +197,7 @@ def test_operator_walks_a_case_to_closed(app_env, sqlite_db):
         assert fleet.text.count("<td>10. other industries") == 1  # all 10 categories listed
 
 
-def test_verify_needs_verdict_and_cause(app_env, sqlite_db):
-    db = sqlite_db
+def test_verify_needs_verdict_and_cause(app_env, db):
     app, _, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     with TestClient(app) as c:
@@ -214,8 +214,7 @@ def test_verify_needs_verdict_and_cause(app_env, sqlite_db):
         assert r.status_code == 400 and "choose a cause" in r.text
 
 
-def test_supervisor_reads_everything_and_may_change_nothing(app_env, sqlite_db):
-    db = sqlite_db
+def test_supervisor_reads_everything_and_may_change_nothing(app_env, db):
     app, cmd, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     add_event(db, 100003, "alarm", "temp0", 812, 700, T0)
@@ -240,8 +239,7 @@ def test_supervisor_reads_everything_and_may_change_nothing(app_env, sqlite_db):
         assert "new" in c.get("/cases/1").text
 
 
-def test_unit_bound_operator_and_trainee(app_env, sqlite_db):
-    db = sqlite_db
+def test_unit_bound_operator_and_trainee(app_env, db):
     app, _, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)  # Meilie
     add_event(db, 100003, "alarm", "temp0", 812, 700, T0)  # Sanyuan
@@ -265,8 +263,7 @@ def test_unit_bound_operator_and_trainee(app_env, sqlite_db):
         assert c.get("/training").status_code == 200
 
 
-def test_commands_from_a_case_are_linked(app_env, sqlite_db):
-    db = sqlite_db
+def test_commands_from_a_case_are_linked(app_env, db):
     app, cmd, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     with TestClient(app) as c:
@@ -294,8 +291,7 @@ def test_commands_from_a_case_are_linked(app_env, sqlite_db):
         assert len(cmd.sent) == 2
 
 
-def test_detector_page_and_the_recommended_set_value(app_env, sqlite_db):
-    db = sqlite_db
+def test_detector_page_and_the_recommended_set_value(app_env, db):
     app, cmd, _ = app_env
     for k in range(30):
         add_telemetry(db, 100002, T0 - 300 + 10 * k, 170 + (k % 3), temp0_dc=412)
@@ -334,8 +330,7 @@ def test_detector_page_and_the_recommended_set_value(app_env, sqlite_db):
         assert cmd.sent == [(100002, {"cmd": "set_config", "params": [["leak_set_ma", 350]]})]
 
 
-def test_case_page_plots_the_waveform_and_telemetry(app_env, sqlite_db):
-    db = sqlite_db
+def test_case_page_plots_the_waveform_and_telemetry(app_env, db):
     app, _, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     for k in range(20):
@@ -369,8 +364,7 @@ def test_case_page_plots_the_waveform_and_telemetry(app_env, sqlite_db):
         assert page.count("<svg") >= 3
 
 
-def test_hostile_input_never_500(app_env, sqlite_db):
-    db = sqlite_db
+def test_hostile_input_never_500(app_env, db):
     app, _, _ = app_env
     add_event(db, 100001, "alarm", "residual", 320, 300, T0)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -405,7 +399,7 @@ def test_hostile_input_never_500(app_env, sqlite_db):
         assert c.post("/cases/abc/action", data={"csrf": tok}).status_code == 404
 
 
-def test_training_in_the_console(app_env, sqlite_db):
+def test_training_in_the_console(app_env, db):
     app, _, _ = app_env
     with TestClient(app) as c:
         tok = login(c, "alice")
@@ -528,11 +522,16 @@ def test_removed_user_is_logged_out_and_bodies_are_bounded(sqlite_db, tmp_path):
         assert r.status_code in (401, 403)
 
 
-def test_a_lost_database_connection_is_a_503_then_reopened(app_env, sqlite_db):
+def test_a_lost_database_connection_is_a_503_then_reopened(app_env, db):
     app, _, _ = app_env
     with TestClient(app, raise_server_exceptions=False) as c:
         login(c, "alice")
         c.portal.call(app.state.ctx.db.close)  # (on its loop) as a server restart would
         r = c.get("/")
-        assert r.status_code == 503 and "database is not available" in r.text
+        if db.dialect == "postgresql":
+            # tools/gateway/db.py replaces a lost PostgreSQL connection at its next use: the
+            # page is served at once
+            assert r.status_code == 200, r.text
+        else:
+            assert r.status_code == 503 and "database is not available" in r.text
         assert c.get("/").status_code == 200
