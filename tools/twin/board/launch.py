@@ -218,6 +218,10 @@ while True:
     machine._irqs.clear()
     esp32.reset()
     _purge()
+    # A fresh sys.path at every boot, as the port's soft_reset loop makes it (py/runtime.c
+    # mp_init() lines 147-150: a new list with "" (and ".frozen"); ports/esp32/main.c line 144
+    # appends "/lib"): boot.py's slot switch (lib -> lib_b) must not outlive a reset.
+    sys.path[:] = [BOARD, "", "lib"]
     try:
         if fl is not None and twin.boots > 1:
             # A reset drops LittleFS's RAM state: mount again from what is on the chip.
