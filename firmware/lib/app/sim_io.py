@@ -10,6 +10,7 @@ import socket
 import time
 from array import array
 
+from app.dgram import DgramStream
 from efd import rms, ticks
 from protocol.frame import MAX_WIRE
 
@@ -29,41 +30,16 @@ def _addr(port):
     return socket.getaddrinfo("127.0.0.1", port)[0][-1]
 
 
-class UdpLink:
-    """The protocol link as datagrams: each write() is one datagram of stuffed frames.
-
-    read() is a byte stream, like the board's UART: a datagram is received whole into its own
-    buffer and handed out len(buf) bytes at a time (the link reads 64). Reading a datagram
-    straight into the caller's buffer truncated every frame over 64 bytes on the wire (a
-    set_config of 9 parameters was never answered): the kernel drops what does not fit."""
+class UdpLink(DgramStream):
+    """The protocol link as datagrams: each write() is one datagram of stuffed frames; read()
+    is a byte stream, like the board's UART (app/dgram.py, shared with the board's WiFi link)."""
 
     def __init__(self, dev_port, host_port):
-        self.sock = _udp(dev_port)
+        DgramStream.__init__(self, _udp(dev_port), 2 * MAX_WIRE)
         self.peer = _addr(host_port)
-        # A whole datagram: a frame of the protocol's maximum wire size, or several frames
-        # back to back (SPEC.md §3); what a longer datagram has beyond it is lost.
-        self.dgram = bytearray(2 * MAX_WIRE)
-        self.pos = 0
-        self.end = 0
         r = os.getenv("EFD_RSSI")  # a simulated WiFi RSSI (dBm): link_status reports it
         if r:
             self.rssi = int(r)
-
-    def read(self, buf):
-        if self.pos >= self.end:
-            try:
-                n = self.sock.readinto(self.dgram)
-            except OSError:
-                return 0
-            if not n:
-                return 0
-            self.pos = 0
-            self.end = n
-        p = self.pos
-        k = min(len(buf), self.end - p)
-        buf[:k] = memoryview(self.dgram)[p : p + k]
-        self.pos = p + k
-        return k
 
     def write(self, data):
         try:

@@ -1,7 +1,7 @@
 # WiFi station + UDP protocol link for the ESP32 HAL (app/hal_esp32.py loads it only when the
 # flash holds wifi.json; the simulated HAL never does). The same framing as the simulated link
 # (app/sim_io.UdpLink) and the gateway's UDP transport: each write() is one datagram of stuffed
-# frames; read() hands out a received datagram as a byte stream.
+# frames; read() hands out a received datagram as a byte stream (app/dgram.py, shared by both).
 #
 # Never blocks the sampling loop (checked against the ESP32 port's C source, by the board twin's
 # models tools/twin/board/network.py and socket.py):
@@ -35,6 +35,8 @@ import time
 import network
 from micropython import const
 
+from app.dgram import DgramStream
+
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _CONNECT_TIMEOUT_MS = const(20000)  # an attempt still "connecting" after this is retried
@@ -57,7 +59,7 @@ def wifi_mask(ssid):
     return "%s***(%d)" % (ssid[:2], len(ssid))
 
 
-class WifiLink:
+class WifiLink(DgramStream):
     sending = False  # no driver-enable pin: the burst never waits for us
     in_burst = False
 
@@ -77,13 +79,11 @@ class WifiLink:
         self.wlan = network.WLAN(network.STA_IF)
         self.wlan.active(True)  # waits for the STA_START event: at boot, once
         self.wlan.config(reconnects=0)  # one attempt per connect(): our backoff decides
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.sock.bind(("0.0.0.0", int(cfg.get("port", 47101))))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.bind(("0.0.0.0", int(cfg.get("port", 47101))))
+        DgramStream.__init__(self, s, _WIRE)
         self.ntp_sock = None
-        self.dgram = bytearray(_WIRE)
-        self.pos = 0
-        self.end = 0
         self.state = DOWN
         self.next_at = time.ticks_ms()  # the first attempt at once
         self.backoff = _BACKOFF_MIN_MS
@@ -143,23 +143,7 @@ class WifiLink:
         return self.state
 
     # -- the protocol link (app.link.Link's io) -------------------------------------------------
-    def read(self, buf):
-        if self.pos >= self.end:
-            try:
-                n = self.sock.readinto(self.dgram)
-            except OSError:
-                return 0
-            if not n:
-                return 0
-            self.pos = 0
-            self.end = n
-        p = self.pos
-        k = self.end - p
-        if k > len(buf):
-            k = len(buf)
-        buf[:k] = memoryview(self.dgram)[p : p + k]
-        self.pos = p + k
-        return k
+    # read(): app/dgram.py (a datagram handed out as a byte stream)
 
     def write(self, data):
         try:
