@@ -131,17 +131,24 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _write_pub(Path(a.out), pub)
     path = Path(a.file)
-    try:
-        write_new(path, provisioning.new_key())
-    except FileExistsError:
-        print(f"error: {path} exists: a new key never overwrites an old one", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot create {path}: {e.strerror or e}", file=sys.stderr)
+    if not _create_key(path, provisioning.new_key()):
         return 2
     print(f"new device key written to {path} (mode 600)")
     print(f"  provision it: make provision PORT=<console> DEVICE=0x... KEY_FILE={path}")
     return 0
+
+
+def _create_key(path: Path, key_hex: str) -> bool:
+    """write_new(), its refusals said in one line: False if nothing was written."""
+    try:
+        write_new(path, key_hex)
+    except FileExistsError:
+        print(f"error: {path} exists: a new key never overwrites an old one", file=sys.stderr)
+        return False
+    except OSError as e:
+        print(f"error: cannot create {path}: {e.strerror or e}", file=sys.stderr)
+        return False
+    return True
 
 
 def _write_pub(path: Path, pub_hex: str) -> int:
@@ -162,13 +169,7 @@ def _vendor_new(path: Path) -> int:
         print(f"error: {pub_path} exists: a new key never overwrites an old one", file=sys.stderr)
         return 2
     seed, pub = new_vendor()
-    try:
-        write_new(path, seed)
-    except FileExistsError:
-        print(f"error: {path} exists: a new key never overwrites an old one", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot create {path}: {e.strerror or e}", file=sys.stderr)
+    if not _create_key(path, seed):
         return 2
     print(f"vendor signing key written to {path} (mode 600): keep it offline, back it up")
     rc = _write_pub(pub_path, pub)
