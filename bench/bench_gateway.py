@@ -56,12 +56,15 @@ def _frames(devs, per_device: int) -> list[bytes]:
     return [v.telemetry(t + k) for k in range(per_device) for v in dets]
 
 
-def _sender(port: int, rate: int, seconds: float, q) -> None:
+def _sender(ports: list[int], rate: int, seconds: float, q) -> None:
+    """Paced TELEMETRY of the 1010-device fleet to the gateway(s) on `ports`: each device always
+    to the same one (several instances split the fleet by device, bench_pg)."""
     devs = fleet_from_plan(load_plan(), SECRET)
-    frames = _frames(devs, max(1, int(rate * seconds) // len(devs) + 1))[: int(rate * seconds)]
+    n_dev = len(devs)
+    frames = _frames(devs, max(1, int(rate * seconds) // n_dev + 1))[: int(rate * seconds)]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    dst = ("127.0.0.1", port)
+    dsts = [("127.0.0.1", p) for p in ports]
     q.put("ready")
     t0 = time.perf_counter()
     sent = 0
@@ -69,7 +72,8 @@ def _sender(port: int, rate: int, seconds: float, q) -> None:
     while sent < n:
         due = min(n, int((time.perf_counter() - t0) * rate) + 1)
         while sent < due:
-            s.sendto(frames[sent], dst)
+            # frames are round-robin over the devices: frame i is device i mod n_dev's
+            s.sendto(frames[sent], dsts[(sent % n_dev) % len(dsts)])
             sent += 1
         time.sleep(0.0005)
     q.put((sent, time.perf_counter() - t0))
@@ -109,7 +113,7 @@ def udp_run(tmp: Path, rate: int) -> dict:
         while not ready.exists() and time.monotonic() < t_end:
             time.sleep(0.05)
         q: mp.Queue = mp.Queue()
-        p = mp.Process(target=_sender, args=(port, rate, SECONDS, q))
+        p = mp.Process(target=_sender, args=([port], rate, SECONDS, q))
         p.start()
         assert q.get(timeout=120) == "ready"
         cpu0 = _cpu(gw.pid)

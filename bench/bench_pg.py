@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_gateway import SECRET, _cpu, _frames
+from bench.bench_gateway import SECRET, _cpu, _sender
 from tools.gateway.db import open_db
 from tools.gateway.registry import fleet_from_plan, load_plan, write_registry
 
@@ -40,27 +40,6 @@ POSTGRES_SH = ROOT / "scripts" / "postgres.sh"
 RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 65_000)
 SECONDS = 4.0
 INSTANCES = 3
-
-
-def _sender(ports: list[int], rate: int, seconds: float, q) -> None:
-    devs = fleet_from_plan(load_plan(), SECRET)
-    n_dev = len(devs)
-    frames = _frames(devs, max(1, int(rate * seconds) // n_dev + 1))[: int(rate * seconds)]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    dsts = [("127.0.0.1", p) for p in ports]
-    q.put("ready")
-    t0 = time.perf_counter()
-    sent = 0
-    n = len(frames)
-    while sent < n:
-        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
-        while sent < due:
-            # frames are round-robin over the devices: frame i is device i mod n_dev's
-            s.sendto(frames[sent], dsts[(sent % n_dev) % len(dsts)])
-            sent += 1
-        time.sleep(0.0005)
-    q.put((sent, time.perf_counter() - t0))
 
 
 def _free_udp() -> int:
